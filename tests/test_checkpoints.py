@@ -1,0 +1,41 @@
+"""Nothing a user made is lost: atomic checkpoints, safe loading, the last good state after a failure."""
+import os, pickle
+import pytest, torch
+from feedback_plasticity.core import save_checkpoint, load_checkpoint, CheckpointError, preset, override
+from feedback_plasticity.meta import meta_train, NonFiniteError
+
+def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint.pt'
+    save_checkpoint(path, {'step': 1, 'w': torch.ones(3)})
+    real_save = torch.save
+    def crash(obj, f, *a, **k):
+        f.write(b'half a checkpoint'); raise KeyboardInterrupt   # killed mid-write
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(KeyboardInterrupt): save_checkpoint(path, {'step': 2, 'w': torch.zeros(3)})
+    monkeypatch.setattr(torch, 'save', real_save)
+    assert load_checkpoint(path)['step'] == 1
+    assert os.listdir(tmp_path) == ['checkpoint.pt']              # no temporary file left behind
+
+class Payload:
+    def __reduce__(self): return (print, ('this would run on load',))
+
+def test_loading_never_runs_code(tmp_path):
+    path = tmp_path / 'evil.pt'
+    with open(path, 'wb') as f: torch.save({'theta': Payload()}, f)
+    with pytest.raises(CheckpointError, match='damaged or not a feedback_plasticity checkpoint'):
+        load_checkpoint(path)
+
+def test_truncated_and_missing_files_get_clear_errors(tmp_path):
+    path = tmp_path / 'checkpoint.pt'
+    save_checkpoint(path, {'w': torch.randn(100)})
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match='use an earlier checkpoint'): load_checkpoint(path)
+    with pytest.raises(CheckpointError, match='no checkpoint at'): load_checkpoint(tmp_path / 'nope.pt')
+
+def test_diverging_run_keeps_last_good_checkpoint(tmp_path):
+    cfg = override(preset('tiny'), **{'meta.steps': 30, 'meta.lr_eta': 0.5, 'meta.checkpoint_every': 1, 'meta.eval_every': 0})
+    with pytest.raises(NonFiniteError, match=r'meta-step \d+'):
+        meta_train(cfg, tmp_path, progress=False)
+    good = load_checkpoint(tmp_path / 'checkpoint.pt')
+    assert good['step'] >= 1
+    assert all(torch.isfinite(v).all() for v in good['theta'].values())

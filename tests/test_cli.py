@@ -1,0 +1,47 @@
+"""`flp sine` end to end: run directory, results file, overrides, resume."""
+import json, subprocess, sys
+import torch
+from feedback_plasticity.core import load_checkpoint
+
+FAST = ['--preset', 'tiny', '--no-progress', 'eval_runs=4', 'search_runs=2', 'lr_grid=0.01,0.1']
+
+def flp(*args, cwd=None):
+    return subprocess.run(['flp', *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+
+def test_sine_end_to_end(tmp_path):
+    run = tmp_path / 'run'
+    out = flp('sine', *FAST, 'meta.steps=6', '--run-dir', str(run))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '| FLP (Oja) |' in out.stdout and '| OML |' in out.stdout and '| scratch SGD |' in out.stdout
+    results = json.loads((run / 'results.json').read_text())
+    for learner in ['FLP (Oja)', 'FLP (Hebb)', 'OML', 'FLP, no feedback', 'FLP, fixed random feedback', 'pretrain + SGD',
+                    'scratch SGD', 'FLP (Oja), plasticity off', "FLP (Oja), authors' eta"]:
+        for order in ['continual', 'iid']:
+            r = results['results'][learner][order]
+            assert r['runs'] == 4 and len(r['per_task_mean']) == 3 and r['final_ci95'] >= 0
+    assert json.loads((run / 'config.json').read_text())['config']['meta']['steps'] == 6
+    assert (run / 'command.txt').read_text().startswith('flp sine --preset tiny')
+    assert (run / 'sine_results.png').stat().st_size > 10_000
+    assert (run / 'learners' / 'oml' / 'checkpoint.pt').exists()
+
+def test_bad_overrides_are_rejected_with_the_reason(tmp_path):
+    out = flp('sine', '--preset', 'tiny', 'meta.stepz=3', '--run-dir', str(tmp_path / 'r'))
+    assert out.returncode == 2 and "unknown config field 'config.meta.stepz'" in out.stderr
+    out = flp('sine', '--preset', 'tiny', 'plasticity.rule=bcm')
+    assert out.returncode == 2 and "choose one of ['oja', 'hebb', 'sgd']" in out.stderr
+    assert not (tmp_path / 'r').exists()
+
+def test_resume_gives_the_same_meta_parameters(tmp_path):
+    common = [*FAST, 'learners=flp_oja,oml', 'meta.checkpoint_every=2']
+    assert flp('sine', *common, 'meta.steps=6', '--run-dir', str(tmp_path / 'straight')).returncode == 0
+    assert flp('sine', *common, 'meta.steps=3', '--run-dir', str(tmp_path / 'sliced')).returncode == 0
+    out = flp('sine', *common, 'meta.steps=6', '--run-dir', str(tmp_path / 'sliced'), '--resume')
+    assert out.returncode == 0, out.stderr[-3000:]
+    for learner in ['flp_oja', 'oml']:
+        a = load_checkpoint(tmp_path / 'straight' / 'learners' / learner / 'checkpoint.pt')
+        b = load_checkpoint(tmp_path / 'sliced' / 'learners' / learner / 'checkpoint.pt')
+        assert a['step'] == b['step'] == 6
+        for k in a['theta']: assert torch.equal(a['theta'][k], b['theta'][k]), (learner, k)
+    # resuming into a different experiment is refused
+    out = flp('sine', *common, 'meta.steps=6', 'plasticity.rule=hebb', '--run-dir', str(tmp_path / 'sliced'), '--resume')
+    assert out.returncode != 0 and 'different experiment' in out.stderr
