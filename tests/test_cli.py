@@ -45,3 +45,15 @@ def test_resume_gives_the_same_meta_parameters(tmp_path):
     # resuming into a different experiment is refused
     out = flp('sine', *common, 'meta.steps=6', 'plasticity.rule=hebb', '--run-dir', str(tmp_path / 'sliced'), '--resume')
     assert out.returncode != 0 and 'different experiment' in out.stderr
+
+def test_learners_trained_in_parallel_workers_match_serial_training(tmp_path):
+    "workers=2 trains learners in two processes; each learner's meta-parameters are the ones serial training gives."
+    common = [*FAST, 'learners=flp_oja,oml', 'meta.steps=3']
+    serial = flp('sine', *common, '--run-dir', str(tmp_path / 'serial'))
+    parallel = flp('sine', *common, 'workers=2', '--run-dir', str(tmp_path / 'parallel'))
+    assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr[-3000:]
+    assert '[oml] meta-training OML' in parallel.stdout                  # workers report as they go
+    for learner in ['flp_oja', 'oml']:
+        a = load_checkpoint(tmp_path / 'serial' / 'learners' / learner / 'checkpoint.pt')['theta']
+        b = load_checkpoint(tmp_path / 'parallel' / 'learners' / learner / 'checkpoint.pt')['theta']
+        for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
