@@ -57,3 +57,53 @@ def test_learners_trained_in_parallel_workers_match_serial_training(tmp_path):
         a = load_checkpoint(tmp_path / 'serial' / 'learners' / learner / 'checkpoint.pt')['theta']
         b = load_checkpoint(tmp_path / 'parallel' / 'learners' / learner / 'checkpoint.pt')['theta']
         for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+SHARED_OMNIGLOT = __import__('pathlib').Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'omniglot'
+
+def test_omniglot_end_to_end_on_the_small_splits(tmp_path):
+    import os, pytest
+    if not (SHARED_OMNIGLOT / 'images_background_small1.zip').exists(): pytest.skip(f"no small Omniglot splits at {SHARED_OMNIGLOT}")
+    run = tmp_path / 'run'
+    env = {**os.environ, 'FLP_DATA': str(tmp_path / 'data')}                  # the decoded-image cache goes here, not to ~/.cache
+    out = subprocess.run(['flp', 'omniglot', '--preset', 'tiny', '--no-progress', '--data', str(SHARED_OMNIGLOT), '--run-dir', str(run)],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "OML's protocol" in out.stdout and '| FLP (Oja) |' in out.stdout and '| pretrain + SGD |' in out.stdout
+    results = json.loads((run / 'results.json').read_text())
+    records = {(r['learner'], r['order'], r['n_way'], r['k_shot']): r for r in results['oml_protocol'] + results['paper_protocol']}
+    for learner in ['FLP (Oja)', 'FLP before meta-training', 'OML', 'pretrain + SGD']:
+        for order in ['continual', 'iid']:
+            for n_way, k_shot in [(10, 15), (85, 15), (5, 1)]:          # 10 classes, all 85 test classes, 5-way 1-shot
+                r = records[(learner, order, n_way, k_shot)]
+                assert r['runs'] == 3 and 0 <= r['test_accuracy'] <= 1 and r['test_ci95'] >= 0
+    assert (run / 'omniglot_results.png').stat().st_size > 10_000
+    assert (run / 'learners' / 'flp_oja' / 'checkpoint.pt').exists() and (run / 'learners' / 'oml' / 'checkpoint.pt').exists()
+    assert (tmp_path / 'data' / 'omniglot').is_dir()                         # the cache was written where FLP_DATA points
+
+def test_omniglot_with_a_wrong_data_path_says_what_to_do(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    out = subprocess.run(['flp', 'omniglot', '--preset', 'tiny', '--no-progress', '--data', str(tmp_path / 'empty'), '--run-dir', str(tmp_path / 'r')],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'images_background' in out.stderr, out.stderr[-2000:]
+
+def test_miniimagenet_end_to_end_on_a_fixture(tmp_path):
+    import os
+    from feedback_plasticity.datasets import write_miniimagenet_fixture
+    data = write_miniimagenet_fixture(tmp_path / 'mini')                   # 4 training, 2 validation, 2 test classes in the real layout
+    env = {**os.environ, 'FLP_DATA': str(tmp_path / 'cache')}
+    run = tmp_path / 'run'
+    out = subprocess.run(['flp', 'miniimagenet', '--data', str(data), '--preset', 'tiny', '--no-progress', '--run-dir', str(run)],
+                         capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '4 training, 2 validation and 2 test classes' in out.stdout
+    results = json.loads((run / 'results.json').read_text())
+    assert {r['learner'] for r in results['oml_protocol']} == {'FLP (Oja)', 'FLP before meta-training', 'OML', 'pretrain + SGD'}
+    assert set(results['lr_search']) == {'oml', 'pretrain_sgd'}
+    assert (run / 'miniimagenet_results.png').exists()
+
+def test_miniimagenet_needs_its_data(tmp_path):
+    out = flp('miniimagenet', '--preset', 'tiny')
+    assert out.returncode == 2 and '--data' in out.stderr
+    out = flp('miniimagenet', '--preset', 'tiny', '--data', str(tmp_path / 'nowhere'), '--run-dir', str(tmp_path / 'r'))
+    assert out.returncode == 2 and 'nowhere' in out.stderr and 'Traceback' not in out.stderr, out.stderr[-2000:]
