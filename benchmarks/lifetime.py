@@ -3,7 +3,8 @@
 For a config (`paper_sine`: 9 dense layers, 400 steps of 32 points; `paper_omniglot`: 6 frozen 128-channel convs on
 84x84 images, then dense 1152 -> 128 -> 1000, 25 single-image steps and a query of 25) and M lifetimes per meta-step:
 forward + backward of `lifetime(...).query_loss.sum()` by the reversible backward (the default), by plain autograd, and
-by the slow reference `reference_lifetime` (M = 1; on a few steps only for sine, reported per step and extrapolated).
+by the slow reference `reference_lifetime` (M = 1; on a few steps only for sine, reported per step and extrapolated), and for
+conv configs the floor under all of them: the frozen convs alone, forward and backward on the episode's stream and query images.
 Seconds are per *lifetime* (a meta-step's time / M). Each measurement runs in its own subprocess, so its peak RSS
 (`ru_maxrss`) is its own. Prints one table and writes it as JSON with the machine named.
 
@@ -12,6 +13,7 @@ Usage: `python benchmarks/lifetime.py --config paper_sine [--lifetimes 1 8 32] [
 from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
+from types import SimpleNamespace
 
 def measure(config: str, path: str, M: int, steps: int, repeats: int, threads: int) -> dict:
     "In this process: seconds per forward + backward (median of `repeats` after one warm-up) and peak RSS for `path`."
@@ -29,6 +31,10 @@ def measure(config: str, path: str, M: int, steps: int, repeats: int, threads: i
     episode = random_episode(cfg, M, task.n_tasks * task.steps_per_task, task.batch, task.n_tasks * task.query_per_task, g)
     episode = Episode(episode.x[:, :steps], episode.y[:, :steps], episode.x_query, episode.y_query)
     run = reference_lifetime if path == 'reference' else lifetime
+    if path == 'frozen':   # the floor: only the frozen layers, forward and backward, on the episode's inputs (stream and query)
+        from feedback_plasticity.feedback import build_layers, represent
+        layers, images = build_layers(cfg.net), torch.cat([episode.x.flatten(0, 2), episode.x_query.flatten(0, 1)])
+        run = lambda theta, episode, cfg: SimpleNamespace(query_loss=represent(theta, images, layers).sum())
     seconds = []
     for i in range(repeats + 1):
         for v in theta.values(): v.grad = None
@@ -81,6 +87,8 @@ def main():
         rows.append(in_subprocess(args.config, 'reversible', M, steps, args.repeats, args.threads))
         if not args.no_autograd and M == 1: rows.append(in_subprocess(args.config, 'autograd', M, steps, args.repeats, args.threads))
     rows.append(in_subprocess(args.config, 'reference', 1, reference_steps, 1, args.threads))
+    if preset(args.config).net.conv_channels:   # the frozen convs alone (M = 1): the floor under every path
+        rows.append(in_subprocess(args.config, 'frozen', 1, steps, args.repeats, args.threads))
     for row in rows:
         row['seconds_per_lifetime'] = row['seconds'] * steps / row['steps'] / row['lifetimes']
         row['extrapolated'] = row['steps'] != steps
@@ -91,7 +99,7 @@ def main():
         mark = '*' if row['extrapolated'] else ''
         print(f"{row['path']:<12}{row['lifetimes']:>4}{row['steps']:>10}{row['seconds_per_lifetime']:>11.3f}{mark:1}"
               f"{1 / row['seconds_per_lifetime']:>13.2f}{row['speedup_over_reversible_M1']:>12.2f}{row['peak_rss_mb']:>13.0f}")
-    reference = rows[-1]
+    reference = next(row for row in rows if row['path'] == 'reference')
     if reference['extrapolated']:
         print(f"* run on {reference['steps']} steps: {reference['seconds'] / reference['steps']:.2f} s per step, x {steps} steps "
               f"(its peak RSS is for {reference['steps']} steps only)")

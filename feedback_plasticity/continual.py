@@ -15,9 +15,9 @@ from .lifetime import run_steps
 from .tasks import make_episode, class_episode, pretraining_batch
 
 # %% auto #0
-__all__ = ['Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'evaluate_stream', 'sgd_variant',
-           'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain', 'results_table', 'results_dict',
-           'plot_results', 'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features',
+__all__ = ['Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'task_losses', 'evaluate_stream',
+           'sgd_variant', 'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain', 'results_table',
+           'results_dict', 'plot_results', 'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features',
            'evaluate_classes', 'class_stream_loss', 'class_results_table', 'class_results_dict', 'plot_class_results']
 
 # %% ../nbs/06_continual.ipynb #3fe15911
@@ -43,7 +43,7 @@ def mean_ci(x: torch.Tensor) -> tuple[float, float]:
     x = x.double().flatten()
     return x.mean().item(), (1.96 * x.std() / math.sqrt(len(x))).item() if len(x) > 1 else float('nan')
 
-# %% ../nbs/06_continual.ipynb #696a4744
+# %% ../nbs/06_continual.ipynb #f5aeb7c3
 @dataclass
 class StreamEvaluation:
     "Per-run results of a stream protocol: `after[r, k, j]` = query loss of task j after the k-th task's steps."
@@ -61,25 +61,26 @@ class StreamEvaluation:
         seen = torch.tril(torch.ones(K, K, dtype=self.after.dtype, device=self.after.device))
         return (self.after * seen).sum(-1) / seen.sum(-1)
 
+def task_losses(theta: dict, fast: dict, h_query: torch.Tensor, y_query: torch.Tensor, layers: list, cfg: Config, K: int) -> torch.Tensor:
+    "Query loss of each of the `K` tasks `(M, K)` under the fast weights; the query `h_query` `(M, K*Q, n)` is grouped by task."
+    M, Q = h_query.shape[0], h_query.shape[1] // K
+    y_hat = plastic_forward(theta, fast, h_query, layers)[layers[-1].index]                  # (M, K*Q, n_out)
+    return task_loss(y_hat.reshape(M * K, Q, -1), y_query.reshape(M * K, Q, *y_query.shape[2:]), cfg.signal.task).reshape(M, K)
+
 def evaluate_stream(learner: Learner, n_runs: int = 50, order: str = 'continual', seed: int = 12345, batch: int = 25) -> StreamEvaluation:
     "Run `learner` on `n_runs` newly drawn episodes (continual or iid), without a graph, recording the task-by-task loss matrix."
     cfg, theta = learner.cfg, learner.theta
     device, layers = next(iter(theta.values())).device, build_layers(cfg.net)
-    L, K, S = layers[-1].index, cfg.task.n_tasks, cfg.task.steps_per_task
+    K, S = cfg.task.n_tasks, cfg.task.steps_per_task
     generator, rows = torch.Generator(device).manual_seed(seed), []
     with torch.no_grad():
         for start in range(0, n_runs, batch):
             M = min(batch, n_runs - start)
             episode = make_episode(cfg, M, generator, device, order=order)
             h, h_query = represent(theta, episode.x, layers), represent(theta, episode.x_query, layers)
-            Q = episode.x_query.shape[1] // K
-            y_query = episode.y_query.reshape(M, K, Q, *episode.y_query.shape[2:])
             after = []
             def observe(step, fast):
-                if (step + 1) % S: return
-                y_hat = plastic_forward(theta, fast, h_query, layers)[L]                 # (M, K*Q, n_out)
-                y_hat = y_hat.reshape(M * K, Q, -1)
-                after.append(task_loss(y_hat, y_query.reshape(M * K, Q, *y_query.shape[3:]), cfg.signal.task).reshape(M, K))
+                if (step + 1) % S == 0: after.append(task_losses(theta, fast, h_query, episode.y_query, layers, cfg, K))   # (M, K)
             run_steps(theta, initial_fast(theta, layers, M), h, episode.y, layers, cfg, observe)
             rows.append(torch.stack(after, 1))                                           # (M, K, K)
     return StreamEvaluation(learner.name, order, torch.cat(rows).cpu())

@@ -18,8 +18,8 @@ from .core import save_checkpoint, load_checkpoint, CheckpointError
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CACHE_FORMAT', 'OMNIGLOT_URL', 'OMNIGLOT_MD5', 'OMNIGLOT_SMALL', 'OMNIGLOT_PARTS',
            'OMNIGLOT_DRAWINGS', 'MINIIMAGENET_SPLITS', 'ImageClasses', 'DatasetError', 'data_dir', 'file_md5',
            'download_file', 'decode_image', 'cached_classes', 'find_omniglot_parts', 'read_omniglot_part',
-           'source_fingerprint', 'write_omniglot_fixture', 'merge_classes', 'split_by_group', 'held_out_alphabets',
-           'omniglot', 'read_split_csv', 'miniimagenet', 'write_miniimagenet_fixture']
+           'source_fingerprint', 'write_omniglot_fixture', 'small_omniglot', 'merge_classes', 'split_by_group',
+           'held_out_alphabets', 'omniglot', 'read_split_csv', 'miniimagenet', 'write_miniimagenet_fixture']
 
 # %% ../nbs/04a_datasets.ipynb #2028d09a
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # ImageNet's per-channel (R, G, B) mean of pixel values in [0, 1]
@@ -279,6 +279,24 @@ def write_omniglot_fixture(path,                           # the zip to write, n
                     buffer = io.BytesIO(); image.save(buffer, 'PNG')
                     archive.writestr(f"{part}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", buffer.getvalue())
     return path
+
+# %% ../nbs/04a_datasets.ipynb #a2653370
+def small_omniglot() -> Path:
+    "The folder of the two small Omniglot background splits: `$FLP_SMALL_OMNIGLOT`, else the first `shared/data/omniglot` above the working directory or the package."
+    def holds_splits(folder: Path) -> bool: return all((folder / f'{p}.zip').is_file() for p in OMNIGLOT_SMALL)
+    if os.environ.get('FLP_SMALL_OMNIGLOT'):
+        folder = Path(os.environ['FLP_SMALL_OMNIGLOT']).expanduser()
+        if not holds_splits(folder):
+            raise DatasetError(f"FLP_SMALL_OMNIGLOT={folder} does not hold {' and '.join(p + '.zip' for p in OMNIGLOT_SMALL)}; "
+                               f"point it at the folder that holds both zips")
+        return folder
+    import feedback_plasticity
+    starts = [Path.cwd().resolve(), Path(feedback_plasticity.__file__).resolve().parent]
+    for base in dict.fromkeys(b for start in starts for b in (start, *start.parents)):   # each folder once, nearest first
+        if holds_splits(base / 'shared' / 'data' / 'omniglot'): return base / 'shared' / 'data' / 'omniglot'
+    raise DatasetError(f"found no small Omniglot splits ({' and '.join(p + '.zip' for p in OMNIGLOT_SMALL)}) in a shared/data/omniglot folder "
+                       f"above {starts[0]} or {starts[1]}; set FLP_SMALL_OMNIGLOT to the folder that holds them, "
+                       f"or use the full data set: omniglot(..., download=True)")
 
 # %% ../nbs/04a_datasets.ipynb #84146ee9
 def merge_classes(parts: Sequence[ImageClasses]) -> ImageClasses:

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from .core import Config, NetConfig, get_dtype
 
 # %% auto #0
-__all__ = ['Layer', 'build_layers', 'uses_feedback', 'eta_shape', 'init_theta', 'count_params', 'represent', 'initial_fast',
-           'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal', 'feedback_posts', 'feedback_posts_vjp']
+__all__ = ['Layer', 'build_layers', 'uses_feedback', 'eta_shape', 'init_theta', 'count_params', 'frozen_forward', 'represent',
+           'initial_fast', 'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal', 'feedback_posts',
+           'feedback_posts_vjp']
 
 # %% ../nbs/01_feedback.ipynb #1f9c68b7
 @dataclass(frozen=True)
@@ -106,22 +107,31 @@ def count_params(theta: dict, prefix: str = '') -> int:
     "Number of scalars in the meta-parameters whose name starts with `prefix` (e.g. 'B' for feedback)."
     return sum(v.numel() for k, v in theta.items() if k.rstrip('0123456789') == prefix or (not prefix))
 
-# %% ../nbs/01_feedback.ipynb #65e1bc10
-def represent(theta: dict, x: torch.Tensor, layers: list[Layer]) -> torch.Tensor:
-    "Run the frozen layers on `x` of shape `(..., *in_shape)`; returns `(..., n)`, the input of the first plastic layer."
-    frozen = [layer for layer in layers if not layer.plastic]
-    lead = x.shape[:x.dim() - len(layers[0].in_shape)]
-    a = x.reshape(-1, *layers[0].in_shape)                                       # (N, *in_shape)
+# %% ../nbs/01_feedback.ipynb #ded12d5f
+def frozen_forward(theta: dict, a: torch.Tensor, frozen: list[Layer]) -> torch.Tensor:
+    "The `frozen` layers on a batch `a` `(N, *in_shape)`; returns `(N, n)`."
     for layer in frozen:
         W, b = theta[f'W{layer.index}'], theta[f'b{layer.index}']
         if layer.kind == 'conv':
-            # a_l = relu(conv(W_l, a_{l-1}) + b_l)
+            # z_l = conv(W_l, a_{l-1}) + b_l
             a = F.conv2d(a, W, b, stride=layer.stride)                            # (N, C_out, H', W')
         else:
-            # a_l = phi(W_l a_{l-1} + b_l)
+            # z_l = W_l a_{l-1} + b_l
             a = F.linear(a.flatten(1), W, b)                                      # (N, n_out)
-        if not layer.output: a = torch.relu(a)
-    return a.reshape(*lead, -1)                                                   # (..., n)
+        # a_l = relu(z_l), in place: neither backward needs z_l
+        if not layer.output: a = a.relu_()
+    return a.flatten(1)                                                           # (N, n)
+
+def represent(theta: dict, x: torch.Tensor, layers: list[Layer], chunk_bytes: int = 2**24) -> torch.Tensor:
+    "Run the frozen layers on `x` of shape `(..., *in_shape)`, in chunks of images whose largest activation fits `chunk_bytes`; returns `(..., n)`, the input of the first plastic layer."
+    frozen = [layer for layer in layers if not layer.plastic]
+    lead = x.shape[:x.dim() - len(layers[0].in_shape)]
+    a = x.reshape(-1, *layers[0].in_shape)                                       # (N, *in_shape)
+    if not frozen: return a.reshape(*lead, -1)                                    # (..., n)
+    largest = max(math.prod(layer.out_shape) for layer in frozen) * a.element_size()   # bytes of one image's largest activation
+    per_chunk = max(1, chunk_bytes // largest)
+    h = torch.cat([frozen_forward(theta, part, frozen) for part in a.split(per_chunk)])   # (N, n)
+    return h.reshape(*lead, -1)                                                   # (..., n)
 
 def initial_fast(theta: dict, layers: list[Layer], M: int) -> dict[str, torch.Tensor]:
     "The fast state at the start of $M$ lifetimes: every plastic $W_\\ell(0)$, with a leading lifetime dimension."

@@ -328,7 +328,7 @@ def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list
     finals = ReversibleSteps.apply(walk, h, y, *(theta[k] for k in used))
     return {f'W{layer.index}': w for layer, w in zip(plastic, finals)}
 
-# %% ../nbs/03_lifetime.ipynb #fa0e263c
+# %% ../nbs/03_lifetime.ipynb #d00dbb8e
 def episode_classes(episode: Episode, n_out: int) -> torch.Tensor:
     "Which output units are the classes of each lifetime's episode (its stream's and query's labels): `(M, n_out)` bool."
     labels = torch.cat([episode.y.flatten(1), episode.y_query.flatten(1)], 1).long()      # (M, n_labels)
@@ -345,8 +345,10 @@ def lifetime(theta: dict, episode: Episode, cfg: Config, observe: Callable | Non
     "Run the $M$ lifetimes of `episode` from $\\theta$ and evaluate them on its query set (batched over lifetimes)."
     layers = build_layers(cfg.net)
     L = layers[-1].index
-    h = represent(theta, episode.x, layers)                                          # (M, T, b, n)
-    h_query = represent(theta, episode.x_query, layers)                              # (M, Q, n)
+    M, T, b, Q = *episode.x.shape[:3], episode.x_query.shape[1]
+    # the frozen layers once, on the stream's and the query's inputs together
+    both = represent(theta, torch.cat([episode.x.flatten(0, 2), episode.x_query.flatten(0, 1)]), layers)   # (M T b + M Q, n)
+    h, h_query = both[:M * T * b].view(M, T, b, -1), both[M * T * b:].view(M, Q, -1)   # (M, T, b, n), (M, Q, n)
     reversible = (cfg.meta.lifetime_backward == 'reversible' and torch.is_grad_enabled() and observe is None
                   and any(layer.plastic for layer in layers) and not cfg.plasticity.first_order
                   and cfg.plasticity.eta_bound == 0 and not cfg.plasticity.normalize_pre)
@@ -355,7 +357,7 @@ def lifetime(theta: dict, episode: Episode, cfg: Config, observe: Callable | Non
     y_hat = plastic_forward(theta, fast, h_query, layers)[L]                         # (M, Q, n_out)
     return LifetimeResult(fast, y_hat, query_loss(y_hat, episode, cfg))
 
-# %% ../nbs/03_lifetime.ipynb #35d811a1
+# %% ../nbs/03_lifetime.ipynb #ce3b6cfb
 def _reference_forward(theta: dict, W: dict, x: torch.Tensor, layers: list[Layer]) -> list:
     "Activities $a_0..a_L$ of one example (vectors), with plastic weights `W` `{l: (n_out, n_in)}`."
     acts = [x]
@@ -424,7 +426,7 @@ def reference_lifetime(theta: dict, episode: Episode, cfg: Config) -> LifetimeRe
         if cfg.signal.task == 'classification':
             # the competing units: all of them, or the classes of the episode (its stream's and query's labels)
             units = (torch.cat([episode.y[m].flatten(), episode.y_query[m]]).unique() if cfg.task.query_loss == 'episode'
-                     else torch.arange(out.shape[-1]))
+                     else torch.arange(out.shape[-1], device=out.device))
             loss = torch.stack([-torch.log_softmax(o[units], 0)[int((units == c).nonzero())] for o, c in zip(out, episode.y_query[m])]).mean()
         else:
             loss = ((out - episode.y_query[m].reshape(out.shape)) ** 2).mean()

@@ -58,11 +58,11 @@ def test_learners_trained_in_parallel_workers_match_serial_training(tmp_path):
         b = load_checkpoint(tmp_path / 'parallel' / 'learners' / learner / 'checkpoint.pt')['theta']
         for k in a: torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
-SHARED_OMNIGLOT = __import__('pathlib').Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'omniglot'
+from conftest import SHARED_OMNIGLOT
 
 def test_omniglot_end_to_end_on_the_small_splits(tmp_path):
     import os, pytest
-    if not (SHARED_OMNIGLOT / 'images_background_small1.zip').exists(): pytest.skip(f"no small Omniglot splits at {SHARED_OMNIGLOT}")
+    if SHARED_OMNIGLOT is None: pytest.skip("no small Omniglot splits found (set FLP_SMALL_OMNIGLOT)")
     run = tmp_path / 'run'
     env = {**os.environ, 'FLP_DATA': str(tmp_path / 'data')}                  # the decoded-image cache goes here, not to ~/.cache
     out = subprocess.run(['flp', 'omniglot', '--preset', 'tiny', '--no-progress', '--data', str(SHARED_OMNIGLOT), '--run-dir', str(run)],

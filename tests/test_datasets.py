@@ -6,9 +6,8 @@ import feedback_plasticity.datasets as datasets
 from feedback_plasticity.datasets import (DatasetError, ImageClasses, OMNIGLOT_SMALL, download_file, file_md5, miniimagenet,
                                           omniglot, read_omniglot_part, write_miniimagenet_fixture, write_omniglot_fixture)
 
-SHARED_OMNIGLOT = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'omniglot'
-needs_shared = pytest.mark.skipif(not all((SHARED_OMNIGLOT / f'{p}.zip').is_file() for p in OMNIGLOT_SMALL),
-                                  reason=f"the small Omniglot splits are not at {SHARED_OMNIGLOT}")
+from conftest import SHARED_OMNIGLOT
+needs_shared = pytest.mark.skipif(SHARED_OMNIGLOT is None, reason="no small Omniglot splits found (set FLP_SMALL_OMNIGLOT)")
 
 @pytest.fixture(autouse=True)
 def offline_and_private(tmp_path, monkeypatch):
