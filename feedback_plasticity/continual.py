@@ -177,7 +177,7 @@ def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE',
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06_continual.ipynb #1c7b245e
+# %% ../nbs/06_continual.ipynb #12b68200
 @dataclass
 class ClassEvaluation:
     "Per-run accuracies of one class-stream protocol: `n_way` classes of `k_shot` images each, one image per step, in `order`."
@@ -206,12 +206,9 @@ def with_outputs(learner: Learner, n: int) -> Learner:
     cfg = override(learner.cfg, **{'net.dense_widths': ','.join(map(str, (*learner.cfg.net.dense_widths[:-1], n)))})
     return Learner(learner.name, cfg, {k: keep(k, v) for k, v in learner.theta.items()})
 
-def frozen_features(theta: dict, x: torch.Tensor, layers: list, chunk: int = 512) -> torch.Tensor:
-    "`represent` without a graph, `chunk` images at a time (bounded memory for long streams): `(..., *in_shape)` -> `(..., n)`."
-    lead, flat = x.shape[:x.dim() - len(layers[0].in_shape)], x.reshape(-1, *layers[0].in_shape)
-    with torch.no_grad():
-        h = torch.cat([represent(theta, flat[i:i + chunk], layers) for i in range(0, len(flat), chunk)])   # (N, n)
-    return h.reshape(*lead, -1)
+def frozen_features(theta: dict, x: torch.Tensor, layers: list, chunk_bytes: int = 2**24) -> torch.Tensor:
+    "`represent` without a graph (it already runs in chunks of bounded memory, so long streams fit): `(..., *in_shape)` -> `(..., n)`."
+    with torch.no_grad(): return represent(theta, x, layers, chunk_bytes)
 
 def evaluate_classes(learner: Learner, classes, n_way: int, k_shot: int = 15, order: str = 'continual', n_runs: int = 50,
                      seed: int = 12345, stream_pool: int = 15, test_per_class: int = 5, max_images: int = 20000) -> ClassEvaluation:

@@ -21,9 +21,9 @@ from .tasks import task_classes
 
 # %% auto #0
 __all__ = ['SINE_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS', 'SineExperiment',
-           'sine_preset', 'learner_config', 'make_learner', 'run_sine', 'open_run_dir', 'ablation_preset',
-           'ClassificationExperiment', 'classification_preset', 'omniglot_preset', 'miniimagenet_preset',
-           'run_classification']
+           'sine_preset', 'learner_config', 'search_and_record', 'make_learner', 'run_sine', 'open_run_dir',
+           'ablation_preset', 'ClassificationExperiment', 'classification_preset', 'omniglot_preset',
+           'miniimagenet_preset', 'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
 SINE_LEARNERS = {
@@ -73,7 +73,7 @@ def sine_preset(name: str) -> SineExperiment:
         return SineExperiment(override(base, **{'meta.eval_every': 500, 'meta.checkpoint_every': 500}), eval_runs=50)
     raise ValueError(f"unknown sine preset {name!r}; choose one of ['tiny', 'quick', 'long', 'paper']")
 
-# %% ../nbs/07_experiments.ipynb #0cf7685d
+# %% ../nbs/07_experiments.ipynb #e8e8cfa2
 def learner_config(exp, learner_id: str) -> Config:
     "The config of learner `learner_id`, a variant of the experiment's FLP config."
     cfg = exp.config
@@ -97,6 +97,12 @@ def learner_config(exp, learner_id: str) -> Config:
     if learner_id not in variants:
         raise ValueError(f"unknown learner {learner_id!r}; choose from {list(LEARNER_NAMES)}")
     return variants[learner_id]()
+
+def search_and_record(learner: Learner, grid, score: Callable[[Learner], float], log: Callable = print) -> tuple[Learner, dict]:
+    "`search_learning_rate`, logged, with what a run directory keeps of it: every score and the chosen learning rate."
+    learner, scores = search_learning_rate(learner, grid, score)
+    log(f"  {learner.name}: learning rate {learner.cfg.plasticity.eta_init} chosen by search")
+    return learner, {'scores': {str(k): v for k, v in scores.items()}, 'chosen': learner.cfg.plasticity.eta_init}
 
 def make_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progress: bool, log: Callable = print) -> Learner:
     "Train (or, with `resume`, finish training) learner `learner_id` and return it; its checkpoint goes under `run_dir/learners/`."
@@ -123,7 +129,7 @@ def make_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progr
     if result.history: log(f"  eval loss along training: {[round(h['eval_loss'], 3) for h in result.history]} ({result.seconds:.0f} s)")
     return Learner(name, cfg, {k: v.detach() for k, v in result.theta.items()})
 
-# %% ../nbs/07_experiments.ipynb #6e0fe784
+# %% ../nbs/07_experiments.ipynb #a8db94be
 def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: bool = True, command: str | None = None,
              log: Callable = print) -> dict:
     "Train and evaluate every learner of `exp`; write the run directory; return the results dict."
@@ -135,9 +141,7 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
     if world()[0] != 0: return {}                                            # data parallel: rank 0 evaluates and writes
     for learner_id, learner in zip(exp.learners, trained):
         if learner_id in ('pretrain_sgd', 'scratch_sgd'):
-            learner, scores = search_learning_rate(learner, exp.lr_grid, stream_loss(exp.search_runs, 'continual', seed=exp.config.seed + 999))
-            searches[learner_id] = {'scores': {str(k): v for k, v in scores.items()}, 'chosen': learner.cfg.plasticity.eta_init}
-            log(f"  {learner.name}: learning rate {learner.cfg.plasticity.eta_init} chosen by search")
+            learner, searches[learner_id] = search_and_record(learner, exp.lr_grid, stream_loss(exp.search_runs, 'continual', seed=exp.config.seed + 999), log)
         learners.append(learner)
         if learner_id == 'flp_oja': learners.append(without_plasticity(learner))
     log(f"evaluating {len(learners)} learners on {exp.eval_runs} continual and {exp.eval_runs} iid runs")
@@ -197,7 +201,7 @@ def ablation_preset(name: str) -> SineExperiment:
     "The sine ablations at the size of `sine_preset(name)` ('tiny', 'quick', 'long', 'paper'): FLP, one change at a time, and OML."
     return replace(sine_preset(name), learners=SINE_ABLATION)
 
-# %% ../nbs/07_experiments.ipynb #f4bec7cf
+# %% ../nbs/07_experiments.ipynb #2e977228
 CLASSIFICATION_LEARNERS = ('flp_oja', 'flp_untrained', 'oml', 'pretrain_sgd')
 
 @dataclass
@@ -274,11 +278,9 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
     for learner_id, learner in zip(exp.learners, trained):
         if learner.cfg.plasticity.rule == 'sgd':
             n_way = min(10, len(selection))
-            learner, scores = search_learning_rate(learner, exp.lr_grid, class_stream_loss(selection, n_way, exp.stream_pool, 'continual',
-                                                                                           exp.search_runs, seed=exp.config.seed + 999,
-                                                                                           stream_pool=exp.stream_pool, test_per_class=exp.test_per_class))
-            searches[learner_id] = {'scores': {str(k): v for k, v in scores.items()}, 'chosen': learner.cfg.plasticity.eta_init}
-            log(f"  {learner.name}: learning rate {learner.cfg.plasticity.eta_init} chosen by search")
+            learner, searches[learner_id] = search_and_record(learner, exp.lr_grid, class_stream_loss(selection, n_way, exp.stream_pool, 'continual',
+                                                                                                   exp.search_runs, seed=exp.config.seed + 999,
+                                                                                                   stream_pool=exp.stream_pool, test_per_class=exp.test_per_class), log)
         learners.append(learner)
     log(f"evaluating {len(learners)} learners: OML's protocol on {counts} classes, the paper's on {list(exp.ways)}-way {list(exp.shots)}-shot, "
         f"{exp.eval_runs} runs each, class-incremental and iid")
