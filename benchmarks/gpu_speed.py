@@ -9,7 +9,7 @@ W, b, eta, B, c, s). The presets start at eta = 0; here eta = 1e-8 (sine: 1e-7 a
 of plain Oja) and 1e-4 (Omniglot), so that the plastic steps do something.
 Variants (`PARTS`, in priority order): eager float32 with TF32 off (the preset's backward, the baseline, and the other one);
 TF32 matmuls and convs; bf16 autocast around the forward; torch.compile of `represent` (the frozen convs), of `inner_step`
-(one plastic step, autograd backward) or of `plastic_step_` / `plastic_unstep_` (the reversible walk's in-place steps);
+(one plastic step, autograd backward) or of `forward_step` / `backward_step` (the reversible walk's steps, as `meta.compile`);
 the whole forward + backward captured as one CUDA graph (autograd backward; replayed); the slow `reference_lifetime` (M = 1;
 sine on 2 steps, extrapolated). `--budget` seconds are split over the parts by weight (what a part leaves goes to the
 later ones); a measurement predicted to overrun its part's share is skipped, one that runs over is stopped (SIGALRM), and
@@ -48,7 +48,7 @@ PARTS = [
     ('paper_omniglot', 'CUDA graph', 'cudagraph', 'autograd', 'fp32', (), 10),
     ('paper_omniglot', 'compile represent', 'compile', 'preset', 'fp32', ('represent',), 25),
     ('paper_omniglot', 'compile represent+inner_step', 'compile', 'preset', 'fp32', ('represent', 'inner_step'), 20),
-    ('paper_sine', 'compile plastic_step_/unstep_', 'compile', 'reversible', 'fp32', ('plastic_step_', 'plastic_unstep_'), 35),
+    ('paper_sine', 'compile forward_step/backward_step', 'compile', 'reversible', 'fp32', ('forward_step', 'backward_step'), 35),
     ('paper_sine', 'compile inner_step', 'compile', 'autograd', 'fp32', ('inner_step',), 35),
 ]
 COMPILED = {}          # name -> torch.compile'd function, kept so that a later part reuses its compiled code

@@ -15,9 +15,9 @@ from .rules import RULES, weight_change, task_loss, plasticity_coefficients
 
 # %% auto #0
 __all__ = ['Episode', 'LifetimeResult', 'inner_step', 'run_steps', 'autograd_steps', 'scaled_eta', 'decay_of', 'rule_bracket',
-           'plastic_step_', 'decay_factor', 'StepBuffers', 'plastic_unstep_', 'plastic_vjp_', 'posts_vjp_by_autograd',
-           'ReversibleSteps', 'reversible_steps', 'episode_classes', 'query_loss', 'lifetime', 'reference_lifetime',
-           'random_episode']
+           'plastic_step', 'plastic_unstep', 'eta_sum', 'plastic_vjp', 'posts_vjp_by_autograd', 'forward_step',
+           'backward_step', 'compiled_steps', 'ReversibleSteps', 'reversible_steps', 'episode_classes', 'query_loss',
+           'lifetime', 'reference_lifetime', 'random_episode']
 
 # %% ../nbs/03_lifetime.ipynb #6a821ecf
 @dataclass
@@ -90,7 +90,7 @@ def autograd_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[L
         fast = dict(zip(names, checkpoint(run_chunk, start, *fast.values(), use_reentrant=False)))
     return fast
 
-# %% ../nbs/03_lifetime.ipynb #635fb669
+# %% ../nbs/03_lifetime.ipynb #8c3632be
 def scaled_eta(theta: dict, layer: Layer, cfg: Config) -> torch.Tensor:
     "$\\bar\\eta_\\ell = \\kappa_\\ell\\,\\eta_\\ell$: the plasticity coefficients with the hidden multiplier applied."
     eta = theta[f'eta{layer.index}']
@@ -101,73 +101,53 @@ def decay_of(post: torch.Tensor) -> torch.Tensor:
     # d = Σ_b post_b^2
     return (post * post).sum(-2).unsqueeze(-1)                                      # (M, n_out, 1)
 
-def rule_bracket(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, oja: bool, out: torch.Tensor) -> torch.Tensor:
-    "$R = \\tilde a^\\top a - \\mathrm{diag}(d) W$ (Oja) or $\\tilde a^\\top a$ (Hebb, SGD), written into `out` `(M, n_out, n_in)`."
+def rule_bracket(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, oja: bool) -> torch.Tensor:
+    "$R = \\tilde a^\\top a - \\mathrm{diag}(d) W$ (Oja) or $\\tilde a^\\top a$ (Hebb, SGD) `(M, n_out, n_in)`."
     # H = post^T pre
-    R = torch.bmm(post.transpose(1, 2), pre, out=out)                               # (M, n_out, n_in)
+    H = torch.bmm(post.transpose(1, 2), pre)                                        # (M, n_out, n_in)
     # R = H - diag(d) W
-    return R.addcmul_(W, decay_of(post), value=-1) if oja else R
+    return H - decay_of(post) * W if oja else H
 
-def plastic_step_(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor, oja: bool, scratch: torch.Tensor) -> torch.Tensor:
-    "One step of a plastic layer in place, $W \\leftarrow W + \\bar\\eta \\odot R$ (no graph); `scratch` is a free `W`-sized buffer."
+def plastic_step(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor, oja: bool) -> torch.Tensor:
+    "One step of a plastic layer, $W' = W + \\bar\\eta \\odot R$ (no graph needed)."
     # W' = W + η̄ ⊙ R
-    return W.addcmul_(rule_bracket(W, pre, post, oja, scratch), k_eta)              # (M, n_out, n_in)
+    return W + k_eta * rule_bracket(W, pre, post, oja)                              # (M, n_out, n_in)
 
-def decay_factor(k_eta: torch.Tensor, post: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    "Oja's $D = 1 - \\bar\\eta\\odot d$ of one step, written into `out` (the broadcast shape of $\\bar\\eta$ and `(M, n_out, 1)`)."
-    one = torch.ones((), dtype=post.dtype, device=post.device)
-    # D = 1 - η̄ ⊙ d
-    return torch.addcmul(one, k_eta, decay_of(post), value=-1, out=out)
-
-@dataclass
-class StepBuffers:
-    "The work buffers of one plastic layer's backward, allocated once per lifetime and reused at every step."
-    R: torch.Tensor          # the step's R, later scratch `(M, n_out, n_in)`
-    E: torch.Tensor          # E = η̄ ⊙ G' `(M, n_out, n_in)`
-    D: torch.Tensor          # Oja's D = 1 - η̄ ⊙ d `(M, n_out, n_in)` (per-synapse η̄) or `(M, n_out, 1)`
-
-    @classmethod
-    def like(cls, W: torch.Tensor, k_eta: torch.Tensor) -> StepBuffers:
-        "Buffers for fast weights `W` `(M, n_out, n_in)` and plasticity coefficients `k_eta`."
-        D_shape = torch.broadcast_shapes(k_eta.shape, (*W.shape[:-1], 1))
-        return cls(torch.empty_like(W), torch.empty_like(W), W.new_empty(D_shape))
-
-def plastic_unstep_(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor, oja: bool,
-                    buf: StepBuffers) -> torch.Tensor:
-    "Undo `plastic_step_` in place: `W` becomes $W(\\tau)$; returns the step's $R$ (in `buf.R`; Oja's $D$ is left in `buf.D`)."
-    # R = H - diag(d) W'
-    R = rule_bracket(W, pre, post, oja, buf.R)                                      # (M, n_out, n_in)
+def plastic_unstep(W_next: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor, oja: bool) -> tuple:
+    "Undo `plastic_step`: from $W'$ back to $(W, R)$."
+    H = torch.bmm(post.transpose(1, 2), pre)                                        # (M, n_out, n_in)
     if oja:
-        # R = (H - diag(d) W') ⊘ D
-        R.div_(decay_factor(k_eta, post, buf.D))
+        d = decay_of(post)                                                          # (M, n_out, 1)
+        # R = (H - diag(d) W') ⊘ (1 - η̄ ⊙ d)
+        R = (H - d * W_next) / (1 - k_eta * d)                                      # (M, n_out, n_in)
+    else:
+        R = H
     # W = W' - η̄ ⊙ R
-    W.addcmul_(R, k_eta, value=-1)
-    return R
+    return W_next - k_eta * R, R
 
-def plastic_vjp_(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor,
-                 oja: bool, d_eta: torch.Tensor | None, buf: StepBuffers, need_pre: bool = True) -> tuple:
-    "Backward of $W' = W + \\bar\\eta\\odot R$: `G` $=\\partial\\mathcal L/\\partial W'$ becomes the rule's part of $\\partial\\mathcal L/\\partial W$ in place, $\\sum_m G\\odot R$ is added to `d_eta`; returns $(\\partial\\mathcal L/\\partial a$ or None, $\\partial\\mathcal L/\\partial\\tilde a)$. Oja needs $D$ in `buf.D`."
+def eta_sum(GR: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    "$\\sum_m G'\\odot R$ `(M, n_out, n_in)` summed to the shape of $\\eta$ (per synapse, neuron or layer)."
+    if eta.dim() == 2 and eta.shape[-1] == GR.shape[-1]: return GR.sum(0)           # (n_out, n_in)
+    rows = GR.sum((0, 2))                                                           # (n_out,)
+    return rows.unsqueeze(-1) if eta.dim() == 2 else rows.sum()
+
+def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor,
+                oja: bool, need_pre: bool = True) -> tuple:
+    "Backward of $W' = W + \\bar\\eta\\odot R$ for `G` $=\\partial\\mathcal L/\\partial W'$: $(\\partial\\mathcal L/\\partial W|_{\\text{rule}}$, $G'\\odot R$, $\\partial\\mathcal L/\\partial a$ or None, $\\partial\\mathcal L/\\partial\\tilde a)$."
     # E = η̄ ⊙ G'
-    E = torch.mul(G, k_eta, out=buf.E)                                              # (M, n_out, n_in)
+    E = k_eta * G                                                                   # (M, n_out, n_in)
     # ∂L/∂a = post E
     d_pre = torch.bmm(post, E) if need_pre else None                                # (M, b, n_in)
-    # ∂L/∂post = pre Eᵀ (- 2 post ⊙ rowsum(E ⊙ W), Oja)
+    # ∂L/∂post = pre Eᵀ
     d_post = torch.bmm(pre, E.transpose(1, 2))                                      # (M, b, n_out)
-    if d_eta is not None:
-        # ∂L/∂η̄ += Σ_m G' ⊙ R, summed to η's shape
-        if d_eta.dim() == 2 and d_eta.shape[-1] == W.shape[-1]:
-            for m in range(G.shape[0]): d_eta.addcmul_(G[m], R[m])               # (n_out, n_in)
-        else:
-            rows = torch.linalg.vecdot(G, R).sum(0)                                 # (n_out,)
-            d_eta.add_(rows.unsqueeze(-1) if d_eta.dim() == 2 else rows.sum())
-    if oja:
-        rows = torch.mul(E, W, out=buf.R).sum(-1)                                   # (M, n_out): R's buffer is free now
-        d_post.addcmul_(post, rows.unsqueeze(-2), value=-2)
-        # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ D
-        G.mul_(buf.D)
-    return d_pre, d_post
+    if not oja: return G, G * R, d_pre, d_post
+    d = decay_of(post)                                                              # (M, n_out, 1)
+    # ∂L/∂post -= 2 post ⊙ rowsum(E ⊙ W)
+    d_post = d_post - 2 * post * (E * W).sum(-1).unsqueeze(-2)                      # (M, b, n_out)
+    # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
+    return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #b112ebd8
+# %% ../nbs/03_lifetime.ipynb #0eb96b47
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -188,6 +168,64 @@ def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tenso
     d_fast = {l: g for (kind, l), g in found.items() if kind == 'W' and g is not None}
     return d_acts, d_meta, d_fast
 
+def forward_step(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict) -> tuple:
+    "One plastic step of every layer on the represented minibatch `h` `(M, b, n)`: (new `W` `{l: (M, n_out, n_in)}`, activities, postsynaptic terms, $\\max|\\bar\\eta\\odot d|$ or None)."
+    oja = cfg.plasticity.rule == 'oja'
+    fast = {f'W{l}': w for l, w in W.items()}
+    acts = plastic_forward(theta, fast, h, layers)
+    posts = RULES[cfg.plasticity.rule].posts(theta, fast, acts, y, layers, cfg)
+    new = {l: plastic_step(w, acts[l - 1], posts[l], k_eta[l], oja) for l, w in W.items()}
+    # the largest |η̄ ⊙ d| of the step, which decides whether undoing it is safe (Oja)
+    largest = torch.stack([(k_eta[l].abs().amax(-1, keepdim=True) * decay_of(posts[l])).amax() for l in W]).amax() if oja else None
+    return new, {l: acts[l] for l in W}, {l: posts[l] for l in W}, largest
+
+def backward_step(theta: dict, W: dict, G: dict, d_acts: dict, now: dict | None, earlier: dict | None, earlier_posts: dict | None,
+                  y_earlier: torch.Tensor | None, layers: list[Layer], cfg: Config, k_eta: dict, sums: dict, first: int,
+                  need_h: bool, W_earlier: dict | None = None) -> tuple:
+    "One step of the walk at τ: the forward pass's backward of step τ (activities `now`, weights `W` = W(τ)), then the rule's backward of step τ-1 (`earlier`, `earlier_posts`), which turns `W` into W(τ-1) (undone, or `W_earlier` if replayed). Returns (W(τ-1), G, ∂L/∂a of step τ-1, `sums` with this step added, ∂L/∂h of step τ or None)."
+    rule, oja = RULES[cfg.plasticity.rule], cfg.plasticity.rule == 'oja'
+    W, G, d_acts, d_eta, d_b = dict(W), dict(G), dict(d_acts), dict(sums['eta']), dict(sums['b'])
+    d_earlier, d_posts = {}, {}
+    for layer in reversed([layer for layer in layers if layer.plastic]):     # top layer first
+        l = layer.index
+        if now is not None and l in d_acts:                                  # 1. the forward pass's backward of step τ
+            # ∂z_l = ∂a_l ⊙ φ'(z_l)
+            dz = d_acts[l] if layer.output else d_acts[l] * (now[l] > 0)     # (M, b, n_out)
+            if l in d_b: d_b[l] = d_b[l] + dz.sum((0, 1))
+            # G += ∂z_lᵀ a_{l-1}
+            G[l] = torch.baddbmm(G[l], dz.transpose(1, 2), now[l - 1])       # (M, n_out, n_in)
+            if l - 1 != first or need_h:
+                # ∂a_{l-1} += ∂z_l W_l
+                d_acts[l - 1] = torch.baddbmm(d_acts[l - 1], dz, W[l]) if l - 1 in d_acts else torch.bmm(dz, W[l])  # (M, b, n_in)
+        if earlier is not None:                                              # 2. the rule's backward of step τ-1
+            pre, post = earlier[l - 1], earlier_posts[l]
+            # W(τ-1) and R(τ-1): undone, or replayed from the boundary
+            if W_earlier is None: W[l], R = plastic_unstep(W[l], pre, post, k_eta[l], oja)
+            else: W[l], R = W_earlier[l], rule_bracket(W_earlier[l], pre, post, oja)
+            G[l], GR, d_pre, d_posts[l] = plastic_vjp(G[l], W[l], R, pre, post, k_eta[l], oja, l - 1 != first or need_h)
+            # ∂L/∂η̄ += Σ_m G' ⊙ R
+            if l in d_eta: d_eta[l] = d_eta[l] + eta_sum(GR, d_eta[l])
+            if d_pre is not None: d_earlier[l - 1] = d_pre
+    d_h = d_acts.get(first) if now is not None and need_h else None
+    d_feedback = dict(sums['feedback'])
+    if earlier is not None:                                                  # 3. the postsynaptic terms' backward of step τ-1
+        if rule.posts_vjp is not None:
+            from_posts, d_meta = rule.posts_vjp(theta, earlier, y_earlier, layers, cfg, d_posts)
+        else:
+            from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, theta, W, earlier, y_earlier, layers, cfg, d_posts, list(d_feedback))
+            for l, g in d_fast.items(): G[l] = G[l] + g
+        for k in d_feedback: d_feedback[k] = d_feedback[k] + d_meta[k]
+        for l, g in from_posts.items(): d_earlier[l] = d_earlier[l] + g if l in d_earlier else g
+    return W, G, d_earlier, {'eta': d_eta, 'b': d_b, 'feedback': d_feedback}, d_h
+
+_COMPILED_STEPS = {}
+
+def compiled_steps() -> tuple:
+    "`forward_step` and `backward_step` under `torch.compile` (made once per process; each new shape or config compiles once)."
+    if not _COMPILED_STEPS:
+        _COMPILED_STEPS['steps'] = (torch.compile(forward_step, dynamic=False), torch.compile(backward_step, dynamic=False))
+    return _COMPILED_STEPS['steps']
+
 @dataclass(frozen=True)
 class _Walk:
     "What `ReversibleSteps` needs besides tensors."
@@ -196,6 +234,7 @@ class _Walk:
     names: tuple             # names of the meta-parameters passed as tensors, in order
     every: int               # keep W at every `every`-th step
     safe: float              # undo a step only if max |η̄ ⊙ d| <= safe; else replay its chunk
+    compile: bool = False    # run `compiled_steps()` instead of the eager steps
 
 class ReversibleSteps(torch.autograd.Function):
     "The $T$ plastic steps of $M$ lifetimes, whose backward rebuilds $W(\\tau)$ from $W(\\tau+1)$ instead of storing it."
@@ -203,25 +242,16 @@ class ReversibleSteps(torch.autograd.Function):
     def forward(ctx, walk: _Walk, h: torch.Tensor, y: torch.Tensor, *values):
         cfg, layers = walk.cfg, list(walk.layers)
         theta, plastic = dict(zip(walk.names, values)), [layer for layer in layers if layer.plastic]
-        rule, oja = RULES[cfg.plasticity.rule], cfg.plasticity.rule == 'oja'
+        step = compiled_steps()[0] if walk.compile else forward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
-        # largest |η̄| of each row, to bound |η̄ ⊙ d| per step
-        row_max = {l: e.abs().amax(-1, keepdim=True) if e.dim() else e.abs() for l, e in k_eta.items()}
-        W = {l: w.clone() for l, w in _initial(theta, layers, h.shape[0]).items()}   # (M, n_out, n_in) each
-        scratch = {l: torch.empty_like(w) for l, w in W.items()}
-        boundaries, acts_seq, posts_seq, contraction = {}, [], [], []
+        W = _initial(theta, layers, h.shape[0])                                     # (M, n_out, n_in) each
+        boundaries, acts_seq, posts_seq, largest = {}, [], [], []
         for tau in range(h.shape[1]):
-            if tau % walk.every == 0: boundaries[tau] = {l: w.clone() for l, w in W.items()}
-            fast = {f'W{l}': w for l, w in W.items()}
-            acts = plastic_forward(theta, fast, h[:, tau], layers)
-            posts = rule.posts(theta, fast, acts, y[:, tau], layers, cfg)
-            largest = torch.zeros((), dtype=h.dtype, device=h.device)
-            for l in W:
-                if oja: largest = torch.maximum(largest, (row_max[l] * decay_of(posts[l])).max())
-                plastic_step_(W[l], acts[l - 1], posts[l], k_eta[l], oja, scratch[l])
-            acts_seq.append({l: acts[l] for l in W}); posts_seq.append({l: posts[l] for l in W}); contraction.append(largest)
+            if tau % walk.every == 0: boundaries[tau] = W                           # steps return new tensors: keeping W is enough
+            W, acts, posts, contraction = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta)
+            acts_seq.append(acts); posts_seq.append(posts); largest.append(contraction)
         ctx.walk, ctx.boundaries, ctx.acts_seq, ctx.posts_seq = walk, boundaries, acts_seq, posts_seq
-        ctx.undoable = (torch.stack(contraction) <= walk.safe).tolist() if oja else [True] * h.shape[1]
+        ctx.undoable = (torch.stack(largest) <= walk.safe).tolist() if cfg.plasticity.rule == 'oja' else [True] * h.shape[1]
         finals = tuple(W.values())
         ctx.save_for_backward(h, y, *values, *finals)
         return finals
@@ -239,17 +269,18 @@ class ReversibleSteps(torch.autograd.Function):
         plastic = [layer for layer in layers if layer.plastic]
         first, T = plastic[0].index - 1, h.shape[1]
         theta = {k: v.detach() for k, v in zip(names, values)}
-        # the learned meta-parameters of the postsynaptic terms (B, c, s)
-        feedback = [k for k in names if needs[k] and k.rstrip('0123456789') in ('B', 'c', 's')]
+        # compiled steps need the closed-form backward of the postsynaptic terms (SGD's goes through autograd)
+        step = compiled_steps()[1] if walk.compile and rule.posts_vjp is not None else backward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
         # G = ∂L/∂W(T): the query's gradient
-        G = {layer.index: (g.clone() if g is not None else torch.zeros_like(w)) for layer, g, w in zip(plastic, grad_finals, finals)}
-        W = {layer.index: w.clone() for layer, w in zip(plastic, finals)}       # W(T), walked back in place
-        bufs = {l: StepBuffers.like(w, k_eta[l]) for l, w in W.items()}
-        d_eta = {l: torch.zeros_like(theta[f'eta{l}']) for l in W if needs[f'eta{l}']}
-        d_b = {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']}
-        d_feedback = {k: torch.zeros_like(theta[k]) for k in feedback}
-        d_h = torch.zeros_like(h) if ctx.needs_input_grad[1] else None
+        G = {layer.index: (g if g is not None else torch.zeros_like(w)) for layer, g, w in zip(plastic, grad_finals, finals)}
+        W = {layer.index: w for layer, w in zip(plastic, finals)}                   # W(T), walked back
+        sums = {'eta': {l: torch.zeros_like(theta[f'eta{l}']) for l in W if needs[f'eta{l}']},
+                'b': {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']},
+                # the learned meta-parameters of the postsynaptic terms (B, c, s)
+                'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and k.rstrip('0123456789') in ('B', 'c', 's')}}
+        need_h = ctx.needs_input_grad[1]
+        d_h = torch.zeros_like(h) if need_h else None
         acts_at = lambda t: {first: h[:, t], **ctx.acts_seq[t]}                     # a_{n_frozen}..a_L of step t
         chunk_undoable = {start: all(ctx.undoable[start:start + every]) for start in range(0, T, every)}
         replays = {}                                                                # chunk start -> [W(τ) of the chunk]
@@ -259,58 +290,28 @@ class ReversibleSteps(torch.autograd.Function):
             start = tau - tau % every
             if start not in replays:
                 replays.clear()
-                current, replays[start] = {l: w.clone() for l, w in ctx.boundaries[start].items()}, []
-                for step in range(start, min(start + every, T)):
-                    replays[start].append({l: w.clone() for l, w in current.items()})
-                    acts = acts_at(step)
-                    for l in W: plastic_step_(current[l], acts[l - 1], ctx.posts_seq[step][l], k_eta[l], oja, bufs[l].R)
+                current, replays[start] = ctx.boundaries[start], []
+                for s in range(start, min(start + every, T)):
+                    replays[start].append(current)
+                    acts = acts_at(s)
+                    current = {l: plastic_step(w, acts[l - 1], ctx.posts_seq[s][l], k_eta[l], oja) for l, w in current.items()}
             return replays[start][tau - start]
 
         # The walk: at each τ, top layer first, the forward pass's backward of step τ (which uses W(τ)), then
-        # the rule's backward of step τ-1 (which turns W(τ) into W(τ-1)): both touch the same layer's W and G,
-        # back to back, while they are in cache. Then the postsynaptic terms' backward of step τ-1.
+        # the rule's backward of step τ-1 (which turns W(τ) into W(τ-1)); then the postsynaptic terms' backward of step τ-1.
         d_acts = {}                                                                 # ∂L/∂a(τ) gathered so far
         for tau in reversed(range(T + 1)):
-            if tau in ctx.boundaries:                                               # W(τ) is stored: restart from it exactly
-                for l in W: W[l].copy_(ctx.boundaries[tau][l])
-            if tau < T: now = acts_at(tau)
-            if tau > 0: earlier, earlier_posts, d_earlier, d_posts = acts_at(tau - 1), ctx.posts_seq[tau - 1], {}, {}
-            for layer in reversed(plastic):
-                l = layer.index
-                if tau < T and l in d_acts:                                         # 1. the forward pass's backward of step τ
-                    # ∂z_l = ∂a_l ⊙ φ'(z_l)
-                    dz = d_acts[l] if layer.output else d_acts[l].masked_fill_(now[l] <= 0, 0)  # (M, b, n_out)
-                    if l in d_b: d_b[l] += dz.sum((0, 1))
-                    # G += ∂z_lᵀ a_{l-1}
-                    G[l].baddbmm_(dz.transpose(1, 2), now[l - 1])
-                    # ∂a_{l-1} += ∂z_l W_l
-                    if l - 1 != first or d_h is not None:
-                        d_acts[l - 1] = torch.baddbmm(d_acts[l - 1], dz, W[l]) if l - 1 in d_acts else torch.bmm(dz, W[l])  # (M, b, n_in)
-                if tau > 0:                                                         # 2. the rule's backward of step τ-1
-                    pre, post = earlier[l - 1], earlier_posts[l]
-                    # W(τ-1) and R(τ-1), by undoing the step or from the replay
-                    if chunk_undoable[(tau - 1) - (tau - 1) % every]: R = plastic_unstep_(W[l], pre, post, k_eta[l], oja, bufs[l])
-                    else:
-                        W[l].copy_(replayed(tau - 1)[l])
-                        R = rule_bracket(W[l], pre, post, oja, bufs[l].R)
-                        if oja: decay_factor(k_eta[l], post, bufs[l].D)
-                    # G ← ∂L/∂W(τ-1)|rule, ∂L/∂η, ∂L/∂a, ∂L/∂post
-                    need_pre = l - 1 != first or d_h is not None
-                    d_pre, d_posts[l] = plastic_vjp_(G[l], W[l], R, pre, post, k_eta[l], oja, d_eta.get(l), bufs[l], need_pre)
-                    if need_pre: d_earlier[l - 1] = d_pre
-            if d_h is not None and tau < T: d_h[:, tau] = d_acts[first]
-            if tau > 0:                                                             # 3. the postsynaptic terms' backward of step τ-1
-                if rule.posts_vjp is not None:
-                    from_posts, d_meta = rule.posts_vjp(theta, earlier, y[:, tau - 1], layers, cfg, d_posts)
-                else:
-                    from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, theta, W, earlier, y[:, tau - 1], layers, cfg, d_posts, feedback)
-                    for l, g in d_fast.items(): G[l] += g
-                for k in feedback: d_feedback[k] += d_meta[k]
-                for l, g in from_posts.items(): d_earlier[l] = d_earlier[l] + g if l in d_earlier else g
-                d_acts = d_earlier
+            if tau in ctx.boundaries: W = ctx.boundaries[tau]                       # W(τ) is stored: restart from it exactly
+            W_earlier = None if tau == 0 or chunk_undoable[(tau - 1) - (tau - 1) % every] else replayed(tau - 1)
+            # the first and last τ (and replayed chunks) have other inputs: eager, not compiled again for them
+            run = step if 0 < tau < T and W_earlier is None else backward_step
+            W, G, d_acts, sums, d_h_tau = run(theta, W, G, d_acts, acts_at(tau) if tau < T else None,
+                                              acts_at(tau - 1) if tau > 0 else None, ctx.posts_seq[tau - 1] if tau > 0 else None,
+                                              y[:, tau - 1] if tau > 0 else None, layers, cfg, k_eta, sums, first, need_h, W_earlier)
+            if d_h_tau is not None: d_h[:, tau] = d_h_tau
         grads = {f'W{l}': G[l].sum(0) for l in W}                                   # W(0) is θ's W for every lifetime
-        grads.update({f'eta{l}': g * (1.0 if l == layers[-1].index else cfg.plasticity.hidden_multiplier) for l, g in d_eta.items()})
-        grads.update({f'b{l}': g for l, g in d_b.items()}); grads.update(d_feedback)
+        grads.update({f'eta{l}': g * (1.0 if l == layers[-1].index else cfg.plasticity.hidden_multiplier) for l, g in sums['eta'].items()})
+        grads.update({f'b{l}': g for l, g in sums['b'].items()}); grads.update(sums['feedback'])
         return (None, d_h, None, *(grads.get(k) if needs[k] else None for k in names))
 
 def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor]:
@@ -319,12 +320,12 @@ def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor
 
 def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                      every: int = 50, safe: float = 0.05) -> dict:
-    "All $T$ steps of $M$ lifetimes with the reversible backward (`ReversibleSteps`); returns the final fast weights."
+    "All $T$ steps of $M$ lifetimes with the reversible backward (`ReversibleSteps`; its steps compiled if `meta.compile`); returns the final fast weights."
     plastic = [layer for layer in layers if layer.plastic]
     indices = {layer.index for layer in plastic}
     # the meta-parameters of the plastic layers: W(0), b, η, and B, c, s of the feedback pathways
     used = [k for k in theta if k.rstrip('0123456789') in ('W', 'b', 'eta', 'B', 'c', 's') and int(k.lstrip('WbetaBcs')) in indices]
-    walk = _Walk(cfg, tuple(layers), tuple(used), every, safe)
+    walk = _Walk(cfg, tuple(layers), tuple(used), every, safe, cfg.meta.compile)
     finals = ReversibleSteps.apply(walk, h, y, *(theta[k] for k in used))
     return {f'W{layer.index}': w for layer, w in zip(plastic, finals)}
 

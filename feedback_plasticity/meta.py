@@ -135,7 +135,7 @@ def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: 
     optimizer.step()
     return loss.item()
 
-# %% ../nbs/05_meta.ipynb #a6dc9b61
+# %% ../nbs/05_meta.ipynb #9da1e669
 @dataclass
 class TrainResult:
     "What `meta_train` returns."
@@ -144,17 +144,17 @@ class TrainResult:
     step: int = 0                                 # meta-steps done
     seconds: float = 0.0                          # wall time of this call
 
-def held_out_loss(cfg: Config, device, n: int, seed: int) -> Callable:
-    "An evaluator: the mean query loss on `n` fixed held-out episodes (drawn from `seed`), without a graph."
-    episode = make_episode(cfg, n, torch.Generator(device).manual_seed(seed), device)
+def held_out_loss(cfg: Config, device, n: int, seed: int, draw_episode: Callable = make_episode) -> Callable:
+    "An evaluator: the mean query loss on `n` fixed held-out episodes (drawn by `draw_episode` from `seed`), without a graph."
+    episode = draw_episode(cfg, n, torch.Generator(device).manual_seed(seed), device)
     def evaluate(theta):
         with torch.no_grad(): return {'eval_loss': lifetime(theta, episode, cfg).query_loss.mean().item()}
     return evaluate
 
 def resumable_part(config: dict) -> dict:
-    "A config dict without the fields that may change when a run is resumed: `meta.steps`, `meta.cuda_graph` and `device`."
+    "A config dict without the fields that may change when a run is resumed: `meta.steps`, how the meta-gradient is computed (`meta.cuda_graph`, `meta.compile`) and `device`."
     d = json.loads(json.dumps(config))
-    d['meta'].pop('steps'); d['meta'].pop('cuda_graph', None); d.pop('device')
+    d['meta'].pop('steps'); d['meta'].pop('cuda_graph', None); d['meta'].pop('compile', None); d.pop('device')
     return d
 
 def _config_matches(saved: dict, cfg: Config):
@@ -167,8 +167,8 @@ def _config_matches(saved: dict, cfg: Config):
                               f"(only meta.steps may change) or start a new run directory")
 
 def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callable | None = None, progress: bool = True,
-               stop_after: int | None = None, theta: dict | None = None) -> TrainResult:
-    "Meta-train `cfg`'s learner for `cfg.meta.steps` meta-steps, checkpointing into `run_dir`; `resume` continues from its checkpoint."
+               stop_after: int | None = None, theta: dict | None = None, draw_episode: Callable = make_episode) -> TrainResult:
+    "Meta-train `cfg`'s learner for `cfg.meta.steps` meta-steps on episodes from `draw_episode(cfg, M, generator, device)`, checkpointing into `run_dir`; `resume` continues from its checkpoint."
     device = get_device(cfg.device)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / 'checkpoint.pt' if run_dir is not None else None
@@ -186,7 +186,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
         optimizer.load_state_dict(state['optimizer']); scheduler.load_state_dict(state['scheduler'])
         episodes.set_state(state['episode_rng'].cpu())
         set_rng_state(state['rng']); history, start, running = state['history'], state['step'], state['running_loss']
-    evaluate = evaluate or (held_out_loss(cfg, device, cfg.meta.eval_lifetimes, cfg.seed + 10 ** 6) if cfg.meta.eval_every else None)
+    evaluate = evaluate or (held_out_loss(cfg, device, cfg.meta.eval_lifetimes, cfg.seed + 10 ** 6, draw_episode) if cfg.meta.eval_every else None)
 
     def checkpoint(step):
         if ckpt_path is None or rank != 0: return                                 # one writer: rank 0
@@ -209,7 +209,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
     for step in bar:
         # 1. sample episodes
         # (data parallel: every rank draws the same N x M lifetimes and keeps its own M)
-        episode = make_episode(cfg, cfg.meta.meta_batch * n_ranks, episodes, device)
+        episode = draw_episode(cfg, cfg.meta.meta_batch * n_ranks, episodes, device)
         if n_ranks > 1: episode = episode.lifetimes(list(range(rank * cfg.meta.meta_batch, (rank + 1) * cfg.meta.meta_batch)))
         # 2-6. lifetimes, meta-loss, backward, check, step
         if cfg.meta.cuda_graph and graphed is None: graphed = GraphedMetaGradient(theta, cfg, episode)

@@ -98,7 +98,7 @@ def test_miniimagenet_end_to_end_on_a_fixture(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '4 training, 2 validation and 2 test classes' in out.stdout
     results = json.loads((run / 'results.json').read_text())
-    assert {r['learner'] for r in results['oml_protocol']} == {'FLP (Oja)', 'FLP before meta-training', 'OML', 'pretrain + SGD'}
+    assert {r['learner'] for r in results['oml_protocol']} == {'FLP (Oja)', 'FLP, output layer plastic only', 'FLP before meta-training', 'OML', 'pretrain + SGD'}
     assert set(results['lr_search']) == {'oml', 'pretrain_sgd'}
     assert (run / 'miniimagenet_results.png').exists()
 
