@@ -19,7 +19,7 @@ __all__ = ['Episode', 'LifetimeResult', 'inner_step', 'run_steps', 'autograd_ste
            'backward_step', 'compiled_steps', 'ReversibleSteps', 'reversible_steps', 'episode_classes', 'query_loss',
            'lifetime', 'reference_lifetime', 'random_episode']
 
-# %% ../nbs/03_lifetime.ipynb #6a821ecf
+# %% ../nbs/03_lifetime.ipynb #ffcd0ba5
 @dataclass
 class Episode:
     "The data of $M$ lifetimes: a stream of $T$ minibatches of $b$ examples, and a query set of $Q$ examples."
@@ -32,13 +32,19 @@ class Episode:
     def M(self) -> int: return self.x.shape[0]
     @property
     def T(self) -> int: return self.x.shape[1]
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        "The four tensors, in field order."
+        return self.x, self.y, self.x_query, self.y_query
+    def map(self, f: Callable) -> Episode:
+        "The episode made of `f(tensor)` for each of its tensors."
+        return Episode(*(f(v) for v in self.tensors()))
     def to(self, device) -> Episode:
         "The episode on `device`."
-        return Episode(*(v.to(device) for v in (self.x, self.y, self.x_query, self.y_query)))
+        return self.map(lambda v: v.to(device))
     def lifetimes(self, index) -> Episode:
         "The episode of the lifetimes selected by `index` (an int keeps the lifetime dimension)."
         index = [index] if isinstance(index, int) else index
-        return Episode(self.x[index], self.y[index], self.x_query[index], self.y_query[index])
+        return self.map(lambda v: v[index])
 
 @dataclass
 class LifetimeResult:

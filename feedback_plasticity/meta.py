@@ -44,7 +44,7 @@ def make_scheduler(optimizer, cfg: Config):
     every = cfg.meta.lr_decay_every
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every if every > 0 else 10 ** 12, gamma=cfg.meta.lr_decay)
 
-# %% ../nbs/05_meta.ipynb #4231e70a
+# %% ../nbs/05_meta.ipynb #21b7ec2e
 class NonFiniteError(FloatingPointError):
     "The meta-loss or a meta-gradient is not finite."
 
@@ -92,7 +92,7 @@ class GraphedMetaGradient:
         if episode.x.device.type != 'cuda':
             raise ValueError(f"meta.cuda_graph=True needs a CUDA device, but the episodes are on {episode.x.device}; "
                              f"set meta.cuda_graph=False (or run on a GPU)")
-        self.theta, self.static = theta, Episode(*(v.clone() for v in (episode.x, episode.y, episode.x_query, episode.y_query)))
+        self.theta, self.static = theta, episode.map(torch.clone)
         learned = [v for v in theta.values() if v.requires_grad]
         # warm up on a side stream (lazy initialisation must not be captured), then capture forward and backward
         side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
@@ -110,8 +110,7 @@ class GraphedMetaGradient:
 
     def __call__(self, episode: Episode) -> torch.Tensor:
         "Copy `episode` into the graph's inputs, replay, and return the meta-loss; `theta`'s gradients are the graph's."
-        for static, new in zip((self.static.x, self.static.y, self.static.x_query, self.static.y_query),
-                               (episode.x, episode.y, episode.x_query, episode.y_query)): static.copy_(new)
+        for static, new in zip(self.static.tensors(), episode.tensors()): static.copy_(new)
         self.graph.replay()
         for k, g in self.grads.items(): self.theta[k].grad = g
         return self.loss
