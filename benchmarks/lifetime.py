@@ -121,7 +121,7 @@ def measure_limits(config: str, M: int, threads: int) -> dict:
 def floors(limits: dict, config: str, M: int, seconds_per_lifetime: float) -> dict:
     "The three floors per lifetime (see the module's doc) and the measured time as a multiple of each."
     from feedback_plasticity.core import preset
-    from feedback_plasticity.feedback import build_layers, init_theta
+    from feedback_plasticity.feedback import build_layers
     cfg = preset(config)
     layers, task = build_layers(cfg.net), cfg.task
     plastic_weights = sum(layer.n_in * layer.n_out for layer in layers if layer.plastic)

@@ -96,7 +96,7 @@ def autograd_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[L
         fast = dict(zip(names, checkpoint(run_chunk, start, *fast.values(), use_reentrant=False)))
     return fast
 
-# %% ../nbs/03_lifetime.ipynb #8c3632be
+# %% ../nbs/03_lifetime.ipynb #eb3f5304
 def scaled_eta(theta: dict, layer: Layer, cfg: Config) -> torch.Tensor:
     "$\\bar\\eta_\\ell = \\kappa_\\ell\\,\\eta_\\ell$: the plasticity coefficients with the hidden multiplier applied."
     eta = theta[f'eta{layer.index}']
@@ -121,13 +121,10 @@ def plastic_step(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: 
 
 def plastic_unstep(W_next: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, k_eta: torch.Tensor, oja: bool) -> tuple:
     "Undo `plastic_step`: from $W'$ back to $(W, R)$."
-    H = torch.bmm(post.transpose(1, 2), pre)                                        # (M, n_out, n_in)
-    if oja:
-        d = decay_of(post)                                                          # (M, n_out, 1)
-        # R = (H - diag(d) W') ⊘ (1 - η̄ ⊙ d)
-        R = (H - d * W_next) / (1 - k_eta * d)                                      # (M, n_out, n_in)
-    else:
-        R = H
+    # H - diag(d) W' (Hebb: H)
+    R = rule_bracket(W_next, pre, post, oja)                                        # (M, n_out, n_in)
+    # R = (H - diag(d) W') ⊘ (1 - η̄ ⊙ d)
+    if oja: R = R / (1 - k_eta * decay_of(post))                                    # (M, n_out, n_in)
     # W = W' - η̄ ⊙ R
     return W_next - k_eta * R, R
 
@@ -153,7 +150,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #0eb96b47
+# %% ../nbs/03_lifetime.ipynb #5ec6e5b8
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -174,15 +171,16 @@ def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tenso
     d_fast = {l: g for (kind, l), g in found.items() if kind == 'W' and g is not None}
     return d_acts, d_meta, d_fast
 
-def forward_step(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict) -> tuple:
-    "One plastic step of every layer on the represented minibatch `h` `(M, b, n)`: (new `W` `{l: (M, n_out, n_in)}`, activities, postsynaptic terms, $\\max|\\bar\\eta\\odot d|$ or None)."
+def forward_step(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict,
+                 eta_row_max: dict) -> tuple:
+    "One plastic step of every layer on the represented minibatch `h` `(M, b, n)`: (new `W` `{l: (M, n_out, n_in)}`, activities, postsynaptic terms, $\\max|\\bar\\eta\\odot d|$ or None); `eta_row_max` holds each row's largest $|\\bar\\eta|$."
     oja = cfg.plasticity.rule == 'oja'
     fast = {f'W{l}': w for l, w in W.items()}
     acts = plastic_forward(theta, fast, h, layers)
     posts = RULES[cfg.plasticity.rule].posts(theta, fast, acts, y, layers, cfg)
     new = {l: plastic_step(w, acts[l - 1], posts[l], k_eta[l], oja) for l, w in W.items()}
     # the largest |η̄ ⊙ d| of the step, which decides whether undoing it is safe (Oja)
-    largest = torch.stack([(k_eta[l].abs().amax(-1, keepdim=True) * decay_of(posts[l])).amax() for l in W]).amax() if oja else None
+    largest = torch.stack([(eta_row_max[l] * decay_of(posts[l])).amax() for l in W]).amax() if oja else None
     return new, {l: acts[l] for l in W}, {l: posts[l] for l in W}, largest
 
 def backward_step(theta: dict, W: dict, G: dict, d_acts: dict, now: dict | None, earlier: dict | None, earlier_posts: dict | None,
@@ -240,7 +238,6 @@ class _Walk:
     names: tuple             # names of the meta-parameters passed as tensors, in order
     every: int               # keep W at every `every`-th step
     safe: float              # undo a step only if max |η̄ ⊙ d| <= safe; else replay its chunk
-    compile: bool = False    # run `compiled_steps()` instead of the eager steps
 
 class ReversibleSteps(torch.autograd.Function):
     "The $T$ plastic steps of $M$ lifetimes, whose backward rebuilds $W(\\tau)$ from $W(\\tau+1)$ instead of storing it."
@@ -248,13 +245,15 @@ class ReversibleSteps(torch.autograd.Function):
     def forward(ctx, walk: _Walk, h: torch.Tensor, y: torch.Tensor, *values):
         cfg, layers = walk.cfg, list(walk.layers)
         theta, plastic = dict(zip(walk.names, values)), [layer for layer in layers if layer.plastic]
-        step = compiled_steps()[0] if walk.compile else forward_step
+        step = compiled_steps()[0] if cfg.meta.compile else forward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
+        # largest |η̄| of each row, once per lifetime: it bounds |η̄ ⊙ d| at every step
+        row_max = {l: e.abs().amax(-1, keepdim=True) if e.dim() else e.abs() for l, e in k_eta.items()}
         W = _initial(theta, layers, h.shape[0])                                     # (M, n_out, n_in) each
         boundaries, acts_seq, posts_seq, largest = {}, [], [], []
         for tau in range(h.shape[1]):
             if tau % walk.every == 0: boundaries[tau] = W                           # steps return new tensors: keeping W is enough
-            W, acts, posts, contraction = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta)
+            W, acts, posts, contraction = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta, row_max)
             acts_seq.append(acts); posts_seq.append(posts); largest.append(contraction)
         ctx.walk, ctx.boundaries, ctx.acts_seq, ctx.posts_seq = walk, boundaries, acts_seq, posts_seq
         ctx.undoable = (torch.stack(largest) <= walk.safe).tolist() if cfg.plasticity.rule == 'oja' else [True] * h.shape[1]
@@ -276,7 +275,7 @@ class ReversibleSteps(torch.autograd.Function):
         first, T = plastic[0].index - 1, h.shape[1]
         theta = {k: v.detach() for k, v in zip(names, values)}
         # compiled steps need the closed-form backward of the postsynaptic terms (SGD's goes through autograd)
-        step = compiled_steps()[1] if walk.compile and rule.posts_vjp is not None else backward_step
+        step = compiled_steps()[1] if cfg.meta.compile and rule.posts_vjp is not None else backward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
         # G = ∂L/∂W(T): the query's gradient
         G = {layer.index: (g if g is not None else torch.zeros_like(w)) for layer, g, w in zip(plastic, grad_finals, finals)}
@@ -331,7 +330,7 @@ def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list
     indices = {layer.index for layer in plastic}
     # the meta-parameters of the plastic layers: W(0), b, η, and B, c, s of the feedback pathways
     used = [k for k in theta if k.rstrip('0123456789') in ('W', 'b', 'eta', 'B', 'c', 's') and int(k.lstrip('WbetaBcs')) in indices]
-    walk = _Walk(cfg, tuple(layers), tuple(used), every, safe, cfg.meta.compile)
+    walk = _Walk(cfg, tuple(layers), tuple(used), every, safe)
     finals = ReversibleSteps.apply(walk, h, y, *(theta[k] for k in used))
     return {f'W{layer.index}': w for layer, w in zip(plastic, finals)}
 

@@ -12,7 +12,7 @@ from .datasets import ImageClasses, omniglot, miniimagenet
 
 # %% auto #0
 __all__ = ['sine_functions', 'sine_points', 'sine_episode', 'class_episode', 'task_classes', 'make_episode', 'network_classes',
-           'class_range', 'oml_episode', 'make_oml_episode', 'pretraining_batch']
+           'class_range', 'random_drawings', 'oml_episode', 'make_oml_episode', 'pretraining_batch']
 
 # %% ../nbs/04_tasks.ipynb #46eb39d5
 def _uniform(shape, low, high, generator, device, dtype):
@@ -115,10 +115,17 @@ def network_classes(cfg: Config, split: str = 'train', task: TaskConfig | None =
                          f"make them agree (task.image_size sets H and W)")
     return classes
 
-# %% ../nbs/04_tasks.ipynb #3c332fac
+# %% ../nbs/04_tasks.ipynb #41239a89
 def class_range(classes: ImageClasses, start: int, stop: int | None = None) -> ImageClasses:
     "The classes `start..stop-1` of `classes` (their images, names and groups), as `ImageClasses`."
     return dataclasses.replace(classes, images=classes.images[start:stop], names=classes.names[start:stop], groups=classes.groups[start:stop])
+
+def random_drawings(classes: ImageClasses, n_classes: int, M: int, n: int, generator=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    "`M` x `n` drawings of the first `n_classes` classes of `classes`, each class and drawing uniformly at random: images `(M, n, C, H, W)` and their class indices `(M, n)` (on the CPU)."
+    where = generator.device if generator is not None else torch.device('cpu')
+    label = torch.randint(n_classes, (M, n), generator=generator, device=where).cpu()                # (M, n) class index
+    drawing = torch.randint(classes.n_per_class, (M, n), generator=generator, device=where).cpu()    # (M, n)
+    return classes.to_float(classes.images[label, drawing], dtype), label                           # (M, n, C, H, W), (M, n)
 
 def oml_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int, generator=None, device=None,
                 dtype=torch.float32, remember: int = 10) -> Episode:
@@ -133,11 +140,9 @@ def oml_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int, 
                          f"the network has {n_labels}: widen its last layer")
     # the trajectory and the held-out drawings of its classes: units 0..n_labels-R-1 of the second half, shifted past the remember units
     trajectory = class_episode(class_range(classes, R), task, M, n_labels - R, generator, device, dtype)
-    where = generator.device if generator is not None else torch.device('cpu')
-    label = torch.randint(max(R, 1), (M, remember), generator=generator, device=where).cpu()                 # (M, remember) class = unit
-    drawing = torch.randint(classes.n_per_class, (M, remember), generator=generator, device=where).cpu()   # (M, remember)
-    x_remember = classes.to_float(classes.images[label, drawing], dtype).to(device)                        # (M, remember, C, H, W)
-    x_query = torch.cat([trajectory.x_query, x_remember], 1)                                                # (M, K*Q + remember, C, H, W)
+    # the remember batch: class index = output unit
+    x_remember, label = random_drawings(classes, max(R, 1), M, remember, generator, dtype)                  # (M, remember, C, H, W), (M, remember)
+    x_query = torch.cat([trajectory.x_query, x_remember.to(device)], 1)                                     # (M, K*Q + remember, C, H, W)
     y_query = torch.cat([trajectory.y_query + R, label.to(device)], 1)                                      # (M, K*Q + remember)
     return Episode(trajectory.x, trajectory.y + R, x_query, y_query)
 
@@ -147,7 +152,7 @@ def make_oml_episode(cfg: Config, M: int, generator=None, device=None, remember:
         raise ValueError("OML's episode is a classification episode; sine episodes (make_episode) already follow OML's incremental sine protocol")
     return oml_episode(network_classes(cfg, split), cfg.task, M, cfg.net.dense_widths[-1], generator, device, get_dtype(cfg.dtype), remember)
 
-# %% ../nbs/04_tasks.ipynb #9609a279
+# %% ../nbs/04_tasks.ipynb #d78e7254
 def pretraining_batch(cfg: Config, M: int, generator=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "`M` groups of examples with consistent targets, as many per group as an episode's stream: `x` `(M, n, *in_shape)`, `y` `(M, n, ...)`."
     if cfg.task.name == 'sine':
@@ -157,8 +162,6 @@ def pretraining_batch(cfg: Config, M: int, generator=None, device=None) -> tuple
     if len(classes) > n_out:
         raise ValueError(f"pretraining on {len(classes)} classes needs as many output units; the network has {n_out}")
     n = cfg.task.n_tasks * cfg.task.steps_per_task * cfg.task.batch
-    where = generator.device if generator is not None else torch.device('cpu')
-    label = torch.randint(len(classes), (M, n), generator=generator, device=where).cpu()            # (M, n) class index = label
-    drawing = torch.randint(classes.n_per_class, (M, n), generator=generator, device=where).cpu()   # (M, n)
-    x = classes.to_float(classes.images[label, drawing], get_dtype(cfg.dtype))                     # (M, n, C, H, W)
+    # class index = label
+    x, label = random_drawings(classes, len(classes), M, n, generator, get_dtype(cfg.dtype))         # (M, n, C, H, W), (M, n)
     return x.to(device), label.to(device)
