@@ -3,7 +3,8 @@
 For a config (`paper_sine`: 9 dense layers, 400 steps of 32 points; `paper_omniglot`: 6 frozen 128-channel convs on
 84x84 images, then dense 1152 -> 128 -> 1000, 25 single-image steps and a query of 25) and M lifetimes per meta-step:
 forward + backward of `lifetime(...).query_loss.sum()` by the reversible backward (the default), by the same with its
-steps under torch.compile (`compiled`: `meta.compile=True`; the warm-up run compiles), by plain autograd, and
+steps under torch.compile (`compiled`: `meta.compile=True`; the warm-up run compiles), by the same with its plastic
+layers on the package's fused C++ kernels (`fused`: `meta.fused=True`; built once per machine), by plain autograd, and
 by the slow reference `reference_lifetime` (M = 1; on a few steps only for sine, reported per step and extrapolated), and for
 conv configs the floor under all of them: the frozen convs alone, forward and backward on the episode's stream and query images.
 Seconds are per *lifetime* (a meta-step's time / M). Each measurement runs in its own subprocess, so its peak RSS
@@ -33,6 +34,7 @@ def measure(config: str, path: str, M: int, steps: int, repeats: int, threads: i
     cfg = preset(config)
     cfg.meta.lifetime_backward = 'autograd' if path == 'autograd' else 'reversible'
     cfg.meta.compile = path == 'compiled'                                      # the reversible walk's steps under torch.compile (the warm-up compiles)
+    cfg.meta.fused = path == 'fused'                                           # the reversible walk's plastic layers on the fused C++ kernels
     g = torch.Generator().manual_seed(0)
     theta = init_theta(cfg, g)
     task = cfg.task
@@ -162,6 +164,8 @@ def main():
     parser.add_argument('--threads', type=int, default=2, help='torch threads')
     parser.add_argument('--no-autograd', action='store_true', help='skip the plain-autograd path (it needs ~6 GB per sine lifetime)')
     parser.add_argument('--no-compile', action='store_true', help='skip the compiled reversible path (meta.compile=True)')
+    parser.add_argument('--no-fused', action='store_true', help='skip the reversible path on the fused kernels (meta.fused=True)')
+    parser.add_argument('--only', nargs='+', default=None, help='measure only these paths (of reversible, compiled, fused, autograd, reference, frozen)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     from feedback_plasticity.core import preset
@@ -174,13 +178,13 @@ def main():
     info = machine(args.threads)
     print(f"{args.config}, lifetimes of {steps} steps x {task.batch} examples, forward + meta-gradient backward; "
           f"{info['cpu']}, {info['cores']} cores, {args.threads} torch threads, torch {info['torch']}, load average {info['load_average_at_start']}")
+    wanted = lambda path: args.only is None or path in args.only
     rows = []
     for M in args.lifetimes:
-        rows.append(in_subprocess(args.config, 'reversible', M, steps, args.repeats, args.threads))
-        if not args.no_compile: rows.append(in_subprocess(args.config, 'compiled', M, steps, args.repeats, args.threads))
-        if not args.no_autograd and M == 1: rows.append(in_subprocess(args.config, 'autograd', M, steps, args.repeats, args.threads))
-    rows.append(in_subprocess(args.config, 'reference', 1, reference_steps, 1, args.threads))
-    if preset(args.config).net.conv_channels:   # the frozen convs alone (M = 1): the floor under every path
+        for path, skip in (('reversible', False), ('compiled', args.no_compile), ('fused', args.no_fused), ('autograd', args.no_autograd or M != 1)):
+            if wanted(path) and not skip: rows.append(in_subprocess(args.config, path, M, steps, args.repeats, args.threads))
+    if wanted('reference'): rows.append(in_subprocess(args.config, 'reference', 1, reference_steps, 1, args.threads))
+    if preset(args.config).net.conv_channels and wanted('frozen'):   # the frozen convs alone (M = 1): the floor under every path
         rows.append(in_subprocess(args.config, 'frozen', 1, steps, args.repeats, args.threads))
     for row in rows:
         row['seconds_per_lifetime'] = row['seconds'] * steps / row['steps'] / row['lifetimes']
@@ -192,20 +196,21 @@ def main():
         mark = '*' if row['extrapolated'] else ''
         print(f"{row['path']:<12}{row['lifetimes']:>4}{row['steps']:>10}{row['seconds_per_lifetime']:>11.3f}{mark:1}"
               f"{1 / row['seconds_per_lifetime']:>13.2f}{row['speedup_over_reversible_M1']:>12.2f}{row['peak_rss_mb']:>13.0f}")
-    reference = next(row for row in rows if row['path'] == 'reference')
-    if reference['extrapolated']:
+    reference = next((row for row in rows if row['path'] == 'reference'), None)
+    if reference and reference['extrapolated']:
         print(f"* run on {reference['steps']} steps: {reference['seconds'] / reference['steps']:.2f} s per step, x {steps} steps "
               f"(its peak RSS is for {reference['steps']} steps only)")
     # memory against the lifetime's length: the reversible backward stores no weights per step
-    by_steps = {T: in_subprocess(args.config, 'reversible', 1, T, 1, args.threads)['peak_rss_mb'] for T in (max(1, steps // 4), steps)}
-    print('reversible path, peak RSS by lifetime length (M = 1): ' + ', '.join(f"T={T}: {mb:.0f} MB" for T, mb in by_steps.items()))
+    walk = rows[0]['path'] if rows[0]['path'] in ('reversible', 'compiled', 'fused') else 'reversible'
+    by_steps = {T: in_subprocess(args.config, walk, 1, T, 1, args.threads)['peak_rss_mb'] for T in (max(1, steps // 4), steps)}
+    print(f'{walk} path, peak RSS by lifetime length (M = 1): ' + ', '.join(f"T={T}: {mb:.0f} MB" for T, mb in by_steps.items()))
     # how close to the machine's limits, for each M measured on the fast path
     limits = {M: in_subprocess(args.config, 'limits', M, steps, 1, args.threads) for M in args.lifetimes}
     first = limits[args.lifetimes[0]]
     print(f"this machine: float32 matmul {first['peak_gflops']:.0f} GFLOP/s (2048^3), memory {first['bandwidth_gbs']:.1f} GB/s (a + b into c, 256 MB each)")
     print(f"{'path':<12}{'M':>4}{'s/lifetime':>12}{'GFLOP':>8}{'@peak':>8}{'@shapes':>9}{'memory':>8}   measured / floor (@peak, @shapes, memory)")
     for row in rows:
-        if row['path'] not in ('reversible', 'compiled') or row['steps'] != steps: continue
+        if row['path'] not in ('reversible', 'compiled', 'fused') or row['steps'] != steps: continue
         M = row['lifetimes']
         row['floors'] = floors(limits[M], args.config, M, row['seconds_per_lifetime'])
         f = row['floors']
@@ -214,7 +219,7 @@ def main():
               + ', '.join(f"{v:.1f}x" for v in f['times_floor'].values()))
     print(f"target (DESIGN §7): {TARGETS[args.config]}")
     result = {'config': args.config, 'steps': steps, 'batch': task.batch, 'machine': info, 'rows': rows, 'target': TARGETS[args.config],
-              'reversible_peak_rss_by_steps': by_steps, 'limits': {str(M): v for M, v in limits.items()}}
+              'walk_peak_rss_by_steps': {'path': walk, **by_steps}, 'limits': {str(M): v for M, v in limits.items()}}
     out = Path(args.out or f"benchmarks/results/{args.config.removeprefix('paper_')}_lifetime.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -15,7 +15,7 @@ __all__ = ['PRESETS', 'NetConfig', 'FeedbackConfig', 'PlasticityConfig', 'Signal
            'preset', 'override', 'config_to_dict', 'config_from_dict', 'flat_fields', 'seed_everything', 'get_device',
            'get_dtype', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
-# %% ../nbs/00_core.ipynb #3b1702aa
+# %% ../nbs/00_core.ipynb #a0cae4fa
 @dataclass
 class NetConfig:
     "The network: conv layers (if any), then dense layers; the first `n_frozen` layers are not plastic."
@@ -83,6 +83,7 @@ class MetaConfig:
     lifetime_backward: Literal['reversible', 'autograd'] = 'reversible'  # meta-gradient through a lifetime: rebuild W(τ) from W(τ+1) in a custom backward (memory independent of T), or plain autograd (stores every step)
     lifetime_chunk: int = 0       # recompute the lifetime in chunks of this many steps during backward (0: keep every step); saves memory
     compile: bool = False         # run the reversible walk's steps under torch.compile (fused elementwise passes; the first lifetime compiles, needs a C++ compiler on a CPU)
+    fused: bool = False           # CPU: run the reversible walk's plastic layers with the package's fused C++ kernels (one pass over each layer's weights per step; built on first use, needs a C++ compiler); takes precedence over `compile`
     cuda_graph: bool = False      # GPU only, with lifetime_backward='autograd': capture the meta-gradient (lifetimes, forward and backward) once as a CUDA graph and replay it every meta-step
     clip_grad_norm: float = 0.0   # clip the meta-gradient of each parameter group to this norm (0: no clipping)
     checkpoint_every: int = 100   # write a checkpoint every this many meta-steps (and at the end)

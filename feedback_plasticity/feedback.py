@@ -13,7 +13,7 @@ from .core import Config, NetConfig, get_dtype
 # %% auto #0
 __all__ = ['Layer', 'build_layers', 'uses_feedback', 'eta_shape', 'init_theta', 'count_params', 'frozen_forward', 'represent',
            'initial_fast', 'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal', 'feedback_posts',
-           'feedback_posts_vjp']
+           'feedback_posts_vjp', 'teaching_signal_vjp']
 
 # %% ../nbs/01_feedback.ipynb #1f9c68b7
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def count_params(theta: dict, prefix: str = '') -> int:
     "Number of scalars in the meta-parameters whose name starts with `prefix` (e.g. 'B' for feedback)."
     return sum(v.numel() for k, v in theta.items() if k.rstrip('0123456789') == prefix or (not prefix))
 
-# %% ../nbs/01_feedback.ipynb #ded12d5f
+# %% ../nbs/01_feedback.ipynb #568fd1ed
 def frozen_forward(theta: dict, a: torch.Tensor, frozen: list[Layer]) -> torch.Tensor:
     "The `frozen` layers on a batch `a` `(N, *in_shape)`; returns `(N, n)`."
     for layer in frozen:
@@ -137,14 +137,16 @@ def initial_fast(theta: dict, layers: list[Layer], M: int) -> dict[str, torch.Te
     "The fast state at the start of $M$ lifetimes: every plastic $W_\\ell(0)$, with a leading lifetime dimension."
     return {f'W{l.index}': theta[f'W{l.index}'].expand(M, *l.weight_shape) for l in layers if l.plastic}  # (M, n_out, n_in)
 
-def plastic_forward(theta: dict, fast: dict, h: torch.Tensor, layers: list[Layer]) -> dict[int, torch.Tensor]:
-    "Activities `{l: a_l}` of the plastic layers for input `h` `(M, b, n)` (the output of `represent`)."
+def plastic_forward(theta: dict, fast: dict, h: torch.Tensor, layers: list[Layer], layer_forward=None) -> dict[int, torch.Tensor]:
+    "Activities `{l: a_l}` of the plastic layers for input `h` `(M, b, n)` (the output of `represent`); `layer_forward(W, a, b, relu)` may compute each $\\phi(a W^\\top + b)$ instead of torch (the fused kernels)."
     plastic = [layer for layer in layers if layer.plastic]
     first = plastic[0].index - 1 if plastic else layers[-1].index
     acts = {first: h}                                                              # a_{n_frozen}: (M, b, n)
     for layer in plastic:
         l = layer.index
         # a_l = phi(W_l a_{l-1} + b_l)
+        if layer_forward is not None:
+            acts[l] = layer_forward(fast[f'W{l}'], acts[l - 1], theta[f'b{l}'], not layer.output); continue
         z = torch.baddbmm(theta[f'b{l}'], acts[l - 1], fast[f'W{l}'].transpose(1, 2))    # (M, b, n_out)
         acts[l] = z if layer.output else torch.relu(z)
     return acts
@@ -192,7 +194,7 @@ def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
             posts[l] = s * feedback_signal(theta, t, l, cfg.feedback.linear) + (1 - s) * acts[l]  # (M, b, n_l)
     return posts
 
-# %% ../nbs/01_feedback.ipynb #03c2f20e
+# %% ../nbs/01_feedback.ipynb #f2a15aff
 def feedback_posts_vjp(theta: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                        d_posts: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
     "Backward of `feedback_posts` for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({l: ∂L/∂a_l}, {'B7': ∂L/∂B_7, ...})` (no graph)."
@@ -218,12 +220,16 @@ def feedback_posts_vjp(theta: dict, acts: dict, y: torch.Tensor, layers: list[La
         d_meta[f'B{l}'] = d_u.flatten(0, 1).T @ t.flatten(0, 1)                         # (n_l, n_L)
         d_meta[f'c{l}'] = d_u.sum((0, 1))                                                # (n_l,)
         d_t += d_u @ B                                                                   # (M, b, n_L)
-    if cfg.signal.kind == 'error' and cfg.signal.meta_grad:
-        if cfg.signal.task == 'classification':
-            p = torch.softmax(acts[L], -1)                                               # (M, b, n_L)
-            # z̄ = -(p ⊙ t̄ - p (p · t̄))
-            d_acts[L] = -(p * d_t - p * (p * d_t).sum(-1, keepdim=True))
-        else:
-            # ȳ_hat = -t̄
-            d_acts[L] = -d_t
+    d_y_hat = teaching_signal_vjp(acts[L], d_t, cfg.signal)
+    if d_y_hat is not None: d_acts[L] = d_y_hat
     return d_acts, d_meta
+
+def teaching_signal_vjp(y_hat: torch.Tensor, d_t: torch.Tensor, signal) -> torch.Tensor | None:
+    "Backward of `teaching_signal` for $\\bar t$ = `d_t`: $\\partial\\mathcal L/\\partial\\hat y$ (of the logits, for classification), or None where $t$ does not depend on $\\hat y$ (a target signal, or `meta_grad=False`)."
+    if signal.kind != 'error' or not signal.meta_grad: return None
+    if signal.task == 'classification':
+        p = torch.softmax(y_hat, -1)                                                     # (M, b, n_L)
+        # z̄ = -(p ⊙ t̄ - p (p · t̄))
+        return -(p * d_t - p * (p * d_t).sum(-1, keepdim=True))
+    # ȳ_hat = -t̄
+    return -d_t

@@ -134,7 +134,7 @@ def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: 
     optimizer.step()
     return loss.item()
 
-# %% ../nbs/05_meta.ipynb #9da1e669
+# %% ../nbs/05_meta.ipynb #45e32fa6
 @dataclass
 class TrainResult:
     "What `meta_train` returns."
@@ -151,9 +151,9 @@ def held_out_loss(cfg: Config, device, n: int, seed: int, draw_episode: Callable
     return evaluate
 
 def resumable_part(config: dict) -> dict:
-    "A config dict without the fields that may change when a run is resumed: `meta.steps`, how the meta-gradient is computed (`meta.cuda_graph`, `meta.compile`) and `device`."
+    "A config dict without the fields that may change when a run is resumed: `meta.steps`, how the meta-gradient is computed (`meta.cuda_graph`, `meta.compile`, `meta.fused`) and `device`."
     d = json.loads(json.dumps(config))
-    d['meta'].pop('steps'); d['meta'].pop('cuda_graph', None); d['meta'].pop('compile', None); d.pop('device')
+    d['meta'].pop('steps'); d['meta'].pop('cuda_graph', None); d['meta'].pop('compile', None); d['meta'].pop('fused', None); d.pop('device')
     return d
 
 def _config_matches(saved: dict, cfg: Config):
