@@ -17,7 +17,7 @@ __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'ke
            'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post', 'fused_feedback_post_vjp_',
            'fused_forward_step', 'fused_backward_step']
 
-# %% ../nbs/03a_kernels.ipynb #e53fd37d
+# %% ../nbs/03a_kernels.ipynb #3485ddd9
 KERNEL_SOURCE = r"""
 // Fused CPU kernels of one plastic dense layer (feedback_plasticity, kernels notebook).
 // Shapes follow the notebooks: W, G (M, n_out, n_in) row-major; eta, d_eta (n_out, n_in); activities (M, b, n).
@@ -36,14 +36,6 @@ template <> struct V<float>  { typedef float  v __attribute__((vector_size(32)))
 template <> struct V<double> { typedef double v __attribute__((vector_size(32))); enum { L = 4 }; };
 template <typename T> static inline typename V<T>::v ld(const T* p) { typename V<T>::v x; std::memcpy(&x, p, sizeof x); return x; }
 template <typename T> static inline void st(T* p, typename V<T>::v x) { std::memcpy(p, &x, sizeof x); }
-// the first c <= 2L elements at p, zeros after; and back
-template <typename T> static inline void ld2(const T* p, long c, typename V<T>::v& x0, typename V<T>::v& x1) {
-    T tmp[2 * V<T>::L] = {}; std::memcpy(tmp, p, sizeof(T) * c); x0 = ld<T>(tmp); x1 = ld<T>(tmp + V<T>::L);
-}
-template <typename T> static inline void st2(T* p, long c, typename V<T>::v x0, typename V<T>::v x1) {
-    T tmp[2 * V<T>::L]; st<T>(tmp, x0); st<T>(tmp + V<T>::L, x1); std::memcpy(p, tmp, sizeof(T) * c);
-}
-
 // Rows per block. Every product below keeps an RB x 2-vector tile in registers: 12 independent chains of
 // fused multiply-adds, enough to hide their latency, with 2 vector loads and RB broadcasts per 2 RB of them
 // (12 accumulators, 2 loaded vectors and a broadcast: 15 of AVX2's 16 vector registers).
@@ -114,16 +106,16 @@ template <typename T> static void decay(const T* post, long M, long b, long op, 
     }
 }
 
-// Row products: out[r][k] = sum_j vt[j][k] A[r][j]  (r < RB; k < bp, a multiple of 2L); vt (n, bp), A (RB, n), out (RB, bp).
+// Row products: out[r][k] = sum_j vt[j][k] A[r][j]  (r < RB; k < bp, a multiple of 2L); vt (n, bp), A (RB, lda), out (RB, bp).
 // For z = a W^T and a E^T, vectorised over the minibatch: the sum runs along the block's rows.
-template <typename T> static inline void row_products(const T* vt, long bp, const T* A, long n, T* out) {
+template <typename T> static inline void row_products(const T* vt, long bp, const T* A, long lda, long n, T* out) {
     typedef typename V<T>::v vec; const long L = V<T>::L;
     for (long k = 0; k < bp; k += 2 * L) {
         FOR_R(DECL)
         for (long j = 0; j < n; j++) {
             const T* x = vt + j * bp + k;
             vec v0 = ld<T>(x), v1 = ld<T>(x + L);
-#define RACC(r) { T s = A[r * n + j]; a##r##0 += s * v0; a##r##1 += s * v1; }
+#define RACC(r) { T s = A[r * lda + j]; a##r##0 += s * v0; a##r##1 += s * v1; }
             FOR_R(RACC)
         }
 #define RSTORE(r) st<T>(out + r * bp + k, a##r##0); st<T>(out + r * bp + k + L, a##r##1);
@@ -131,41 +123,19 @@ template <typename T> static inline void row_products(const T* vt, long bp, cons
     }
 }
 
-// Column sums over all rows: out[k][j] (+)= sum_{i < rows} u[k][i] A[i][j]  (k < kv; j < n); u (kv, ldu), A (rows, lda),
-// out (kv, ldo). For dz W and post E, whose sum runs over every row of the layer: each thread takes strips of 2L columns;
-// 128 rows of a strip at a time are copied together and every block of RB outputs passes over them. Call inside a parallel region.
-template <typename T> static void column_sums(const T* u, long ldu, const T* A, long lda, long rows, long n, long kv, T* out, long ldo, bool add) {
-    typedef typename V<T>::v vec; const long L = V<T>::L, chunk = 128, kblocks = up(kv, RB) / RB;
-    std::vector<T> strip(chunk * 2 * L), tile(kblocks * RB * 2 * L), zeros(chunk, T(0));
-    #pragma omp for schedule(static)
+// Column accumulation by one block: out[k][j] += sum_r u[k][i0 + r] A[r][j]  (r < RB; j < n, a multiple of 2L); u (b, ldu),
+// A (RB, n), out (b, n). The block's 2 RB vectors of a column pair stay in registers while the minibatch passes.
+template <typename T> static inline void column_block(const T* u, long ldu, long i0, const T* A, long b, long n, T* out) {
+    typedef typename V<T>::v vec; const long L = V<T>::L;
     for (long j = 0; j < n; j += 2 * L) {
-        const long c = std::min<long>(2 * L, n - j);
-        std::fill(tile.begin(), tile.end(), T(0));
-        for (long i0 = 0; i0 < rows; i0 += chunk) {
-            const long ci = std::min(chunk, rows - i0);
-            for (long i = 0; i < ci; i++) {
-                const T* a = A + (i0 + i) * lda + j; vec x0, x1;
-                if (c == 2 * L) { x0 = ld<T>(a); x1 = ld<T>(a + L); } else ld2<T>(a, c, x0, x1);   // a whole strip, or the last, partial one
-                st<T>(&strip[i * 2 * L], x0); st<T>(&strip[i * 2 * L + L], x1);
-            }
-            for (long kb = 0; kb < kblocks; kb++) {
-                const long k0 = kb * RB; T* t = &tile[k0 * 2 * L];
-                const T* urow[RB];                                   // the block's rows of u (zeros past kv)
-                for (long r = 0; r < RB; r++) urow[r] = k0 + r < kv ? u + (k0 + r) * ldu + i0 : zeros.data();
-#define TLOAD(r) vec a##r##0 = ld<T>(t + r * 2 * L), a##r##1 = ld<T>(t + r * 2 * L + L);
-                FOR_R(TLOAD)
-                for (long i = 0; i < ci; i++) {
-                    vec v0 = ld<T>(&strip[i * 2 * L]), v1 = ld<T>(&strip[i * 2 * L + L]);
-#define CACC(r) { T s = urow[r][i]; a##r##0 += s * v0; a##r##1 += s * v1; }
-                    FOR_R(CACC)
-                }
-#define TSTORE(r) st<T>(t + r * 2 * L, a##r##0); st<T>(t + r * 2 * L + L, a##r##1);
-                FOR_R(TSTORE)
-            }
-        }
-        for (long k = 0; k < kv; k++) {
-            T* o = out + k * ldo + j; const T* t = &tile[k * 2 * L];
-            for (long q = 0; q < c; q++) o[q] = add ? o[q] + t[q] : t[q];
+#define WLOAD(r) vec w##r##0 = ld<T>(A + r * n + j), w##r##1 = ld<T>(A + r * n + j + L);
+        FOR_R(WLOAD)
+        for (long k = 0; k < b; k++) {
+            const T* uk = u + k * ldu + i0; T* o = out + k * n + j;
+            vec o0 = ld<T>(o), o1 = ld<T>(o + L);
+#define WACC(r) { T s = uk[r]; o0 += s * w##r##0; o1 += s * w##r##1; }
+            FOR_R(WACC)
+            st<T>(o, o0); st<T>(o + L, o1);
         }
     }
 }
@@ -184,7 +154,7 @@ template <typename T> static void affine(long M, long n_out, long n_in, long b, 
                 const long i0 = blk * RB, rows = std::min<long>(RB, n_out - i0);
                 const T* A = W + (m * n_out + i0) * n_in;
                 if (rows < RB) { std::memcpy(last.data(), A, sizeof(T) * rows * n_in); A = last.data(); }
-                row_products(at + m * n_in * bp, bp, A, n_in, P.data());
+                row_products(at + m * n_in * bp, bp, A, n_in, n_in, P.data());
                 for (long r = 0; r < rows; r++) for (long k = 0; k < b; k++) {
                     const T v = P[r * bp + k] + bias[i0 + r];
                     z[(m * b + k) * n_out + i0 + r] = relu && v < 0 ? T(0) : v;
@@ -243,11 +213,10 @@ template <typename T> static void walk(long M, long n_out, long n_in, long b, T*
     const bool forward_part = d_act != nullptr, rule_part = post != nullptr;
     const long Mb = M * b;
     // the arrays the pass reads: dz (masked, rows padded to op), a_now and pre (rows padded to np), post (padded to op),
-    // pre transposed (M, n_in, bp), d = sum_k post^2, and E = eta (.) G of every row, kept for d_pre (its padded rows 0)
+    // pre transposed (M, n_in, bp), and d = sum_k post^2
     T* dz_p = scratch<T>(1, forward_part ? Mb * op : 0); T* a_p = scratch<T>(2, forward_part ? Mb * np : 0);
     T* post_p = scratch<T>(3, rule_part ? Mb * op : 0); T* pre_p = scratch<T>(4, rule_part ? Mb * np : 0);
     T* pre_t = scratch<T>(5, rule_part ? M * n_in * bp : 0); T* d = scratch<T>(6, rule_part ? M * op : 0);
-    T* E = scratch<T>(0, rule_part ? M * op * n_in : 0);
     #pragma omp parallel
     {
         if (forward_part) {
@@ -262,24 +231,27 @@ template <typename T> static void walk(long M, long n_out, long n_in, long b, T*
                 #pragma omp for schedule(static)
                 for (long i = 0; i < n_out; i++) { T s = 0; for (long q = 0; q < Mb; q++) s += dz_p[q * op + i]; d_b[i] += s; }   // d_b += sum dz
             }
-            // d_a_now += dz W(tau), before the pass below changes W
-            if (d_a_now)
-                for (long m = 0; m < M; m++)
-                    column_sums(dz_p + m * b * op, op, W + m * n_out * n_in, n_in, n_out, n_in, b, d_a_now + m * b * n_in, n_in, true);
         }
         if (rule_part) {
             pad_rows(post, Mb, n_out, post_p, op);
             pad_rows(pre, Mb, n_in, pre_p, np);
             transpose_lifetimes(pre, M, b, n_in, pre_t, bp);
             decay(post_p, M, b, op, d);
-            #pragma omp for schedule(static)
-            for (long mi = 0; mi < M * op; mi++) if (mi % op >= n_out) std::fill(E + mi * n_in, E + (mi + 1) * n_in, T(0));
         }
-        std::vector<T> H(RB * np), P(RB * bp);
+        // the block's H, rows of W(tau) and E (padded with zeros to whole vectors and blocks), and d_post's products
+        std::vector<T> H(RB * np), P(RB * bp), Wb(RB * np, T(0)), Eb(RB * np, T(0));
+        // this thread's parts of the two sums over all rows, dz W and post E, added together after the pass
+        std::vector<T> da(forward_part && d_a_now ? M * b * np : 0, T(0)), dp(rule_part && d_pre ? M * b * np : 0, T(0));
         #pragma omp for schedule(static)
         for (long blk = 0; blk < blocks; blk++)
             for (long m = 0; m < M; m++) {
                 const long i0 = blk * RB, rows = std::min<long>(RB, n_out - i0);
+                if (forward_part && d_a_now) {
+                    // d_a_now += dz W(tau), this block's rows (before the rule's part below changes them)
+                    for (long r = 0; r < rows; r++) std::memcpy(Wb.data() + r * np, W + (m * n_out + i0 + r) * n_in, sizeof(T) * n_in);
+                    for (long r = rows; r < RB; r++) std::fill(Wb.data() + r * np, Wb.data() + (r + 1) * np, T(0));
+                    column_block(dz_p + m * b * op, op, i0, Wb.data(), b, np, da.data() + m * b * np);
+                }
                 if (forward_part) {
                     // G += dz^T a_now
                     outer_rows(dz_p + m * b * op, op, i0, a_p + m * b * np, b, np, H.data());
@@ -296,7 +268,7 @@ template <typename T> static void walk(long M, long n_out, long n_in, long b, T*
                 for (long r = 0; r < rows; r++) {
                     const long i = i0 + r; const T di = oja ? d[m * op + i] : T(0);
                     const T* e = eta + i * n_in; T* de = d_eta ? d_eta + i * n_in : nullptr; const T* h = H.data() + r * np;
-                    T* w = W + (m * n_out + i) * n_in; T* g = G + (m * n_out + i) * n_in; T* Ei = E + (m * op + i) * n_in;
+                    T* w = W + (m * n_out + i) * n_in; T* g = G + (m * n_out + i) * n_in; T* Ei = Eb.data() + r * np;
                     T s = 0;
                     #pragma omp simd reduction(+:s)
                     for (long j = 0; j < n_in; j++) {
@@ -309,17 +281,25 @@ template <typename T> static void walk(long M, long n_out, long n_in, long b, T*
                     }
                     rowsum[r] = s;
                 }
+                for (long r = rows; r < RB; r++) std::fill(Eb.data() + r * np, Eb.data() + (r + 1) * np, T(0));
+                // d_pre += post E, this block's rows
+                if (d_pre) column_block(post_p + m * b * op, op, i0, Eb.data(), b, np, dp.data() + m * b * np);
                 // d_post = pre E^T - 2 post (.) rowsum(E (.) W), for the block's rows
-                row_products(pre_t + m * n_in * bp, bp, E + (m * op + i0) * n_in, n_in, P.data());
+                row_products(pre_t + m * n_in * bp, bp, Eb.data(), np, n_in, P.data());
                 for (long r = 0; r < rows; r++) for (long k = 0; k < b; k++) {
                     const long at = (m * b + k) * n_out + i0 + r;
                     d_post[at] = P[r * bp + k] - (oja ? 2 * post[at] * rowsum[r] : T(0));
                 }
             }
-        // d_pre = post E, a sum over every row: after the pass
-        if (rule_part && d_pre)
-            for (long m = 0; m < M; m++)
-                column_sums(post_p + m * b * op, op, E + m * op * n_in, n_in, n_out, n_in, b, d_pre + m * b * n_in, n_in, false);
+        if (rule_part && d_pre) {
+            #pragma omp single
+            std::fill(d_pre, d_pre + Mb * n_in, T(0));
+        }
+        #pragma omp critical
+        {
+            if (forward_part && d_a_now) for (long q = 0; q < Mb; q++) for (long j = 0; j < n_in; j++) d_a_now[q * n_in + j] += da[q * np + j];
+            if (rule_part && d_pre) for (long q = 0; q < Mb; q++) for (long j = 0; j < n_in; j++) d_pre[q * n_in + j] += dp[q * np + j];
+        }
     }
 }
 
@@ -419,7 +399,7 @@ EXPORT(float, f32)
 EXPORT(double, f64)
 """
 
-# %% ../nbs/03a_kernels.ipynb #c774eaa4
+# %% ../nbs/03a_kernels.ipynb #7ef6a492
 class KernelBuildError(RuntimeError):
     "The fused kernels could not be compiled (no C++ compiler, or it failed)."
 
@@ -440,13 +420,19 @@ def find_compiler() -> str:
     raise KernelBuildError("meta.fused needs a C++ compiler and none was found (tried $CXX, g++, clang++, c++): "
                            "install one (Debian/Ubuntu: apt install g++; macOS: xcode-select --install) or set meta.fused=False")
 
+def _cpu_identity() -> str:
+    "The processor's model and instruction-set flags (Linux), so that a cache shared between machines never serves a library built for another CPU (`-march=native`)."
+    info = Path('/proc/cpuinfo')
+    lines = info.read_text().splitlines() if info.exists() else []
+    return next((l for l in lines if l.startswith('model name')), platform.processor()) + next((l for l in lines if l.startswith('flags')), '')
+
 def build_kernels(source: str = KERNEL_SOURCE, cache: Path | None = None) -> Path:
     "Compile `source` into a shared library in the cache (once: later calls return the cached file) and return its path."
     compiler, cache = find_compiler(), Path(cache or kernel_cache())
     version = subprocess.run([compiler, '--version'], capture_output=True, text=True).stdout
     errors = []
     for flags in (FLAGS + ['-fopenmp'], FLAGS):                      # without OpenMP if the compiler has none
-        key = hashlib.sha256('\n'.join([source, compiler, version, *flags, platform.machine()]).encode()).hexdigest()[:16]
+        key = hashlib.sha256('\n'.join([source, compiler, version, *flags, platform.machine(), _cpu_identity()]).encode()).hexdigest()[:16]
         path = cache / f'flp_kernels_{key}.so'
         if path.exists(): return path
         cache.mkdir(parents=True, exist_ok=True)
@@ -471,7 +457,7 @@ def kernels() -> ctypes.CDLL:
         _LIBRARY['lib'] = lib
     return _LIBRARY['lib']
 
-# %% ../nbs/03a_kernels.ipynb #c9ef399a
+# %% ../nbs/03a_kernels.ipynb #9bf4aa82
 def _check(name: str, dtype, **tensors) -> None:
     "Raise a clear error unless every tensor given is a contiguous CPU tensor of `dtype` (float32 or float64)."
     if (dtype is torch.float32 or dtype is torch.float64) and all(t is None or (t.dtype is dtype and t.is_cpu and t.is_contiguous())
@@ -489,6 +475,7 @@ def _call(kind: str, dtype, *args) -> None:
     getattr(kernels(), f"flp_{kind}_{'f32' if dtype == torch.float32 else 'f64'}")(*(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args))
 
 def _fits(name: str, condition: bool, **shapes) -> None:
+    "Raise a clear error naming the shapes given unless `condition` (that they fit one layer) holds."
     if not condition: raise ValueError(f"{name}: shapes {', '.join(f'{k} {tuple(v.shape)}' for k, v in shapes.items() if v is not None)} do not fit one layer")
 
 def fused_affine(W: torch.Tensor, a: torch.Tensor, bias: torch.Tensor, relu: bool = False, check: bool = True) -> torch.Tensor:
