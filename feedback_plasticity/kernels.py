@@ -14,8 +14,8 @@ from .lifetime import backward_step
 
 # %% auto #0
 __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'kernel_cache', 'find_compiler', 'build_kernels',
-           'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post', 'fused_feedback_post_vjp_',
-           'fused_forward_step', 'fused_backward_step']
+           'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
+           'fused_feedback_post_vjp_', 'fused_forward_step', 'fused_backward_step']
 
 # %% ../nbs/03a_kernels.ipynb #3485ddd9
 KERNEL_SOURCE = r"""
@@ -399,7 +399,7 @@ EXPORT(float, f32)
 EXPORT(double, f64)
 """
 
-# %% ../nbs/03a_kernels.ipynb #7ef6a492
+# %% ../nbs/03a_kernels.ipynb #15b0832c
 class KernelBuildError(RuntimeError):
     "The fused kernels could not be compiled (no C++ compiler, or it failed)."
 
@@ -446,15 +446,18 @@ def build_kernels(source: str = KERNEL_SOURCE, cache: Path | None = None) -> Pat
             errors.append(f"{' '.join([compiler, *flags])}:\n{done.stderr[-2000:]}")
     raise KernelBuildError("compiling the fused kernels failed; set meta.fused=False to run without them.\n" + '\n'.join(errors))
 
+def load_library(path: Path) -> ctypes.CDLL:
+    "Load a compiled kernel library and declare its functions' C arguments (`KERNEL_ARGUMENTS`)."
+    lib = ctypes.CDLL(str(path))
+    for name, types in KERNEL_ARGUMENTS.items():
+        for suffix in ('f32', 'f64'):
+            function = getattr(lib, f'flp_{name}_{suffix}')
+            function.restype, function.argtypes = None, [{'l': ctypes.c_long, 'p': ctypes.c_void_p, 'i': ctypes.c_int, 'd': ctypes.c_double}[c] for c in types]
+    return lib
+
 def kernels() -> ctypes.CDLL:
-    "The compiled kernels, built on first use and loaded once per process."
-    if 'lib' not in _LIBRARY:
-        lib = ctypes.CDLL(str(build_kernels()))
-        for name, types in KERNEL_ARGUMENTS.items():
-            for suffix in ('f32', 'f64'):
-                function = getattr(lib, f'flp_{name}_{suffix}')
-                function.restype, function.argtypes = None, [{'l': ctypes.c_long, 'p': ctypes.c_void_p, 'i': ctypes.c_int, 'd': ctypes.c_double}[c] for c in types]
-        _LIBRARY['lib'] = lib
+    "The compiled kernels, built on first use and loaded once per process (`_LIBRARY['lib']` may be replaced, e.g. to compare two sources)."
+    if 'lib' not in _LIBRARY: _LIBRARY['lib'] = load_library(build_kernels())
     return _LIBRARY['lib']
 
 # %% ../nbs/03a_kernels.ipynb #9bf4aa82
