@@ -17,7 +17,7 @@ __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'ke
            'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
            'fused_feedback_post_vjp_', 'fused_forward_step', 'fused_backward_step']
 
-# %% ../nbs/03a_kernels.ipynb #3485ddd9
+# %% ../nbs/03a_kernels.ipynb #02277a05
 KERNEL_SOURCE = r"""
 // Fused CPU kernels of one plastic dense layer (feedback_plasticity, kernels notebook).
 // Shapes follow the notebooks: W, G (M, n_out, n_in) row-major; eta, d_eta (n_out, n_in); activities (M, b, n).
@@ -30,7 +30,7 @@ KERNEL_SOURCE = r"""
 #include <omp.h>
 #endif
 
-// 32-byte vectors (GCC/Clang vector extensions: AVX on x86, two NEON registers on ARM)
+// 32-byte vectors (GCC/Clang vector extensions: AVX on x86; on ARM the compiler splits them into NEON registers)
 template <typename T> struct V;
 template <> struct V<float>  { typedef float  v __attribute__((vector_size(32))); enum { L = 8 }; };
 template <> struct V<double> { typedef double v __attribute__((vector_size(32))); enum { L = 4 }; };
