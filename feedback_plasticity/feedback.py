@@ -170,15 +170,15 @@ def teaching_signal(y_hat: torch.Tensor, y: torch.Tensor, signal) -> torch.Tenso
         t = target                                                            # (M, b, n_out)
     return t if signal.meta_grad else t.detach()
 
-# %% ../nbs/01_feedback.ipynb #bec47fe6
+# %% ../nbs/01_feedback.ipynb #5d01195f
 def feedback_signal(theta: dict, t: torch.Tensor, l: int, linear: bool = False) -> torch.Tensor:
     "Feedback $f_\\ell = \\phi_B(B_\\ell t + c_\\ell)$ into layer `l` for teaching signal `t` `(M, b, n_L)`."
     # f_l = phi_B(B_l t + c_l)
     f = F.linear(t, theta[f'B{l}'], theta[f'c{l}'])                                    # (M, b, n_l)
     return f if linear else torch.relu(f)
 
-def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
-    "Postsynaptic activity $\\tilde a_\\ell$ of every plastic layer: $t$ at the output, feedback mixed with $a_\\ell$ below."
+def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config, hidden_post=None) -> dict[int, torch.Tensor]:
+    "Postsynaptic activity $\\tilde a_\\ell$ of every plastic layer: $t$ at the output, feedback mixed with $a_\\ell$ below; `hidden_post(theta, t, l, linear, a_l)` may compute each hidden $\\tilde a_\\ell$ instead of torch (the fused kernels)."
     L = layers[-1].index
     t = teaching_signal(acts[L], y, cfg.signal)                                       # (M, b, n_L)
     posts = {}
@@ -188,6 +188,8 @@ def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
         if layer.output:
             # a~_L = t
             posts[l] = t
+        elif hidden_post is not None:
+            posts[l] = hidden_post(theta, t, l, cfg.feedback.linear, acts[l])
         else:
             s = theta[f's{l}']
             # a~_l = s_l f_l + (1 - s_l) a_l

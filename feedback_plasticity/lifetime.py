@@ -150,7 +150,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #f262495c
+# %% ../nbs/03_lifetime.ipynb #7280b071
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -248,10 +248,11 @@ class ReversibleSteps(torch.autograd.Function):
         fused = uses_fused_kernels(cfg)
         step = fused_steps()[0] if fused else compiled_steps()[0] if cfg.meta.compile else forward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
+        if fused: k_eta = _full(k_eta, plastic)
         # largest |η̄| of each row, once per lifetime: it bounds |η̄ ⊙ d| at every step
         row_max = {l: e.abs().amax(-1, keepdim=True) if e.dim() else e.abs() for l, e in k_eta.items()}
         W = _initial(theta, layers, h.shape[0])                                     # (M, n_out, n_in) each
-        if fused: k_eta, row_max, W = _full(k_eta, plastic), _full(row_max, plastic, rows=True), _owned(W)   # the kernels change W in place
+        if fused: W = _owned(W)                                                     # the kernels change W in place
         boundaries, acts_seq, posts_seq, largest = {}, [], [], []
         for tau in range(h.shape[1]):
             # steps return new tensors (keeping W is enough), or change it in place (fused: keep a copy)
@@ -330,10 +331,9 @@ def _owned(W: dict) -> dict:
     "Fresh contiguous copies of the tensors of `W` (for kernels that change them in place)."
     return {l: w.clone(memory_format=torch.contiguous_format) for l, w in W.items()}
 
-def _full(k_eta: dict, plastic: list[Layer], rows: bool = False) -> dict:
-    "Each layer's $\\bar\\eta$ (or, with `rows`, each row's largest $|\\bar\\eta|$) as a full contiguous `(n_out, n_in)` (or `(n_out,)`) tensor."
-    shape = lambda layer: (layer.weight_shape[0], 1) if rows else layer.weight_shape
-    return {layer.index: k_eta[layer.index].expand(shape(layer)).reshape(shape(layer)[:1] if rows else shape(layer)).contiguous() for layer in plastic}
+def _full(k_eta: dict, plastic: list[Layer]) -> dict:
+    "Each layer's $\\bar\\eta$ as a full contiguous `(n_out, n_in)` tensor (per neuron or per layer, broadcast)."
+    return {layer.index: k_eta[layer.index].expand(layer.weight_shape).contiguous() for layer in plastic}
 
 def uses_fused_kernels(cfg: Config) -> bool:
     "Whether the reversible walk runs on the fused kernels: `meta.fused`, for the feedback rules (Oja, Hebb); SGD keeps the torch steps."
