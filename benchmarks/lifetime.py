@@ -7,6 +7,8 @@ steps under torch.compile (`compiled`: `meta.compile=True`; the warm-up run comp
 layers on the package's fused C++ kernels (`fused`: `meta.fused=True`; built once per machine), by plain autograd, and
 by the slow reference `reference_lifetime` (M = 1; on a few steps only for sine, reported per step and extrapolated), and for
 conv configs the floor under all of them: the frozen convs alone, forward and backward on the episode's stream and query images.
+Two more rows time a lifetime without a graph, as the evaluations run it (forward only, under `torch.no_grad`): on torch's
+steps (`no_grad`) and on the fused kernels (`no_grad_fused`: `meta.fused=True`).
 Seconds are per *lifetime* (a meta-step's time / M). Each measurement runs in its own subprocess, so its peak RSS
 (`ru_maxrss`) is its own. Prints one table and writes it as JSON with the machine named.
 
@@ -17,7 +19,7 @@ three floors under the measured time: the products at the machine's peak, the pr
 reaches on the lifetime's (small) shapes, and the memory traffic that one pass over the plastic weights per step
 costs forward and backward at that bandwidth; and the fast path's time as a multiple of each.
 
-Usage: `python benchmarks/lifetime.py --config paper_sine [--lifetimes 1 8 32] [--out benchmarks/results/sine_lifetime.json]`
+Usage: `python benchmarks/lifetime.py --config paper_sine [--lifetimes 1 8 32] [--no-grad] [--out benchmarks/results/sine_lifetime.json]`
 """
 from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
@@ -34,7 +36,8 @@ def measure(config: str, path: str, M: int, steps: int, repeats: int, threads: i
     cfg = preset(config)
     cfg.meta.lifetime_backward = 'autograd' if path == 'autograd' else 'reversible'
     cfg.meta.compile = path == 'compiled'                                      # the reversible walk's steps under torch.compile (the warm-up compiles)
-    cfg.meta.fused = path == 'fused'                                           # the reversible walk's plastic layers on the fused C++ kernels
+    cfg.meta.fused = path in ('fused', 'no_grad_fused')                       # the plastic layers on the fused C++ kernels
+    no_graph = path in ('no_grad', 'no_grad_fused')                            # a lifetime as the evaluations run it: forward only
     g = torch.Generator().manual_seed(0)
     theta = init_theta(cfg, g)
     task = cfg.task
@@ -50,7 +53,9 @@ def measure(config: str, path: str, M: int, steps: int, repeats: int, threads: i
     for i in range(repeats + 1):
         for v in theta.values(): v.grad = None
         start = time.perf_counter()
-        run(theta, episode, cfg).query_loss.sum().backward()
+        if no_graph:
+            with torch.no_grad(): run(theta, episode, cfg)
+        else: run(theta, episode, cfg).query_loss.sum().backward()
         if i: seconds.append(time.perf_counter() - start)   # the first is a warm-up
     return {'path': path, 'lifetimes': M, 'steps': steps, 'seconds': statistics.median(seconds), 'all_seconds': seconds,
             'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -165,7 +170,9 @@ def main():
     parser.add_argument('--no-autograd', action='store_true', help='skip the plain-autograd path (it needs ~6 GB per sine lifetime)')
     parser.add_argument('--no-compile', action='store_true', help='skip the compiled reversible path (meta.compile=True)')
     parser.add_argument('--no-fused', action='store_true', help='skip the reversible path on the fused kernels (meta.fused=True)')
-    parser.add_argument('--only', nargs='+', default=None, help='measure only these paths (of reversible, compiled, fused, autograd, reference, frozen)')
+    parser.add_argument('--no-grad', action='store_true', help='also time lifetimes without a graph (no_grad, no_grad_fused)')
+    parser.add_argument('--only', nargs='+', default=None,
+                        help='measure only these paths (of reversible, compiled, fused, autograd, no_grad, no_grad_fused, reference, frozen)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     from feedback_plasticity.core import preset
@@ -176,12 +183,13 @@ def main():
         print(json.dumps(measure(args.config, args.worker, args.lifetimes[0], steps, args.repeats, args.threads))); return
     reference_steps = args.reference_steps or (2 if args.config == 'paper_sine' else steps)
     info = machine(args.threads)
-    print(f"{args.config}, lifetimes of {steps} steps x {task.batch} examples, forward + meta-gradient backward; "
+    print(f"{args.config}, lifetimes of {steps} steps x {task.batch} examples, forward + meta-gradient backward (no_grad rows: forward only); "
           f"{info['cpu']}, {info['cores']} cores, {args.threads} torch threads, torch {info['torch']}, load average {info['load_average_at_start']}")
     wanted = lambda path: args.only is None or path in args.only
     rows = []
     for M in args.lifetimes:
-        for path, skip in (('reversible', False), ('compiled', args.no_compile), ('fused', args.no_fused), ('autograd', args.no_autograd or M != 1)):
+        for path, skip in (('reversible', False), ('compiled', args.no_compile), ('fused', args.no_fused), ('autograd', args.no_autograd or M != 1),
+                           ('no_grad', not (args.no_grad or args.only)), ('no_grad_fused', args.no_fused or not (args.no_grad or args.only))):
             if wanted(path) and not skip: rows.append(in_subprocess(args.config, path, M, steps, args.repeats, args.threads))
     if wanted('reference'): rows.append(in_subprocess(args.config, 'reference', 1, reference_steps, 1, args.threads))
     if preset(args.config).net.conv_channels and wanted('frozen'):   # the frozen convs alone (M = 1): the floor under every path
@@ -190,11 +198,11 @@ def main():
         row['seconds_per_lifetime'] = row['seconds'] * steps / row['steps'] / row['lifetimes']
         row['extrapolated'] = row['steps'] != steps
     fast = rows[0]
-    print(f"\n{'path':<12}{'M':>4}{'steps run':>10}{'s/lifetime':>12}{'lifetimes/s':>13}{'x M=1 fast':>12}{'peak RSS MB':>13}")
+    print(f"\n{'path':<14}{'M':>4}{'steps run':>10}{'s/lifetime':>12}{'lifetimes/s':>13}{'x M=1 fast':>12}{'peak RSS MB':>13}")
     for row in rows:
         row['speedup_over_reversible_M1'] = fast['seconds_per_lifetime'] / row['seconds_per_lifetime']
         mark = '*' if row['extrapolated'] else ''
-        print(f"{row['path']:<12}{row['lifetimes']:>4}{row['steps']:>10}{row['seconds_per_lifetime']:>11.3f}{mark:1}"
+        print(f"{row['path']:<14}{row['lifetimes']:>4}{row['steps']:>10}{row['seconds_per_lifetime']:>11.3f}{mark:1}"
               f"{1 / row['seconds_per_lifetime']:>13.2f}{row['speedup_over_reversible_M1']:>12.2f}{row['peak_rss_mb']:>13.0f}")
     reference = next((row for row in rows if row['path'] == 'reference'), None)
     if reference and reference['extrapolated']:

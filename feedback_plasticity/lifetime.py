@@ -16,8 +16,9 @@ from .rules import RULES, weight_change, task_loss, plasticity_coefficients
 # %% auto #0
 __all__ = ['Episode', 'LifetimeResult', 'inner_step', 'run_steps', 'autograd_steps', 'scaled_eta', 'decay_of', 'rule_bracket',
            'plastic_step', 'plastic_unstep', 'eta_sum', 'plastic_vjp', 'posts_vjp_by_autograd', 'forward_step',
-           'backward_step', 'compiled_steps', 'ReversibleSteps', 'uses_fused_kernels', 'fused_steps',
-           'reversible_steps', 'episode_classes', 'query_loss', 'lifetime', 'reference_lifetime', 'random_episode']
+           'backward_step', 'compiled_steps', 'ReversibleSteps', 'uses_fused_kernels', 'fused_run_applies',
+           'fused_run_steps', 'fused_steps', 'reversible_steps', 'episode_classes', 'query_loss', 'lifetime',
+           'reference_lifetime', 'random_episode']
 
 # %% ../nbs/03_lifetime.ipynb #ffcd0ba5
 @dataclass
@@ -71,10 +72,12 @@ def inner_step(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers
         new_fast[f'W{l}'] = W + weight_change(cfg, layer, W, acts[l - 1], posts[l], etas[l])
     return new_fast
 
-# %% ../nbs/03_lifetime.ipynb #e922dac3
+# %% ../nbs/03_lifetime.ipynb #e40e3386
 def run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
               observe: Callable | None = None, start: int = 0) -> dict:
-    "Apply `inner_step` for each of the `h.shape[1]` minibatches of `h` `(M, T, b, n)` and `y`."
+    "Apply `inner_step` for each of the `h.shape[1]` minibatches of `h` `(M, T, b, n)` and `y` (without a graph and with `meta.fused`, on the kernels: `fused_run_steps`)."
+    if cfg.meta.fused and not torch.is_grad_enabled() and fused_run_applies(cfg):
+        return fused_run_steps(theta, fast, h, y, layers, cfg, observe, start)
     etas = plasticity_coefficients(theta, layers, cfg)
     for tau in range(h.shape[1]):
         fast = inner_step(theta, fast, h[:, tau], y[:, tau], layers, cfg, etas)
@@ -150,7 +153,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #7280b071
+# %% ../nbs/03_lifetime.ipynb #6767c1e1
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -338,6 +341,22 @@ def _full(k_eta: dict, plastic: list[Layer]) -> dict:
 def uses_fused_kernels(cfg: Config) -> bool:
     "Whether the reversible walk runs on the fused kernels: `meta.fused`, for the feedback rules (Oja, Hebb); SGD keeps the torch steps."
     return cfg.meta.fused and RULES[cfg.plasticity.rule].posts is feedback_posts
+
+def fused_run_applies(cfg: Config) -> bool:
+    "Whether `run_steps` without a graph runs on the fused kernels: `uses_fused_kernels`, and plain plastic steps (no η bound, no normalised input)."
+    return uses_fused_kernels(cfg) and cfg.plasticity.eta_bound == 0 and not cfg.plasticity.normalize_pre
+
+def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
+                    observe: Callable | None = None, start: int = 0) -> dict:
+    "`run_steps` without a graph on the fused kernels: each layer's step is one pass over its weights, in buffers of its own; `observe` gets copies."
+    plastic = [layer for layer in layers if layer.plastic]
+    k_eta = _full({layer.index: scaled_eta(theta, layer, cfg).detach() for layer in plastic}, plastic)   # η̄, full (n_out, n_in)
+    row_max = {l: e.abs().amax(-1, keepdim=True) for l, e in k_eta.items()}
+    W, step = _owned({layer.index: fast[f'W{layer.index}'] for layer in plastic}), fused_steps()[0]
+    for tau in range(h.shape[1]):
+        W = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta, row_max)[0]   # W changes in place
+        if observe is not None: observe(start + tau, {f'W{l}': w.clone() for l, w in W.items()})
+    return {f'W{l}': w for l, w in W.items()}
 
 def fused_steps() -> tuple:
     "`fused_forward_step` and `fused_backward_step` (the kernels notebook, which imports this module)."
