@@ -43,7 +43,7 @@ def mean_ci(x: torch.Tensor) -> tuple[float, float]:
     x = x.double().flatten()
     return x.mean().item(), (1.96 * x.std() / math.sqrt(len(x))).item() if len(x) > 1 else float('nan')
 
-# %% ../nbs/06_continual.ipynb #f5aeb7c3
+# %% ../nbs/06_continual.ipynb #5e4aa463
 @dataclass
 class StreamEvaluation:
     "Per-run results of a stream protocol: `after[r, k, j]` = query loss of task j after the k-th task's steps."
@@ -78,10 +78,10 @@ def evaluate_stream(learner: Learner, n_runs: int = 50, order: str = 'continual'
             M = min(batch, n_runs - start)
             episode = make_episode(cfg, M, generator, device, order=order)
             h, h_query = represent(theta, episode.x, layers), represent(theta, episode.x_query, layers)
-            after = []
-            def observe(step, fast):
-                if (step + 1) % S == 0: after.append(task_losses(theta, fast, h_query, episode.y_query, layers, cfg, K))   # (M, K)
-            run_steps(theta, initial_fast(theta, layers, M), h, episode.y, layers, cfg, observe)
+            after, fast = [], initial_fast(theta, layers, M)
+            for k in range(K):                                                           # the stream, one function's steps at a time
+                fast = run_steps(theta, fast, h[:, k * S:(k + 1) * S], episode.y[:, k * S:(k + 1) * S], layers, cfg, start=k * S)
+                after.append(task_losses(theta, fast, h_query, episode.y_query, layers, cfg, K))   # (M, K)
             rows.append(torch.stack(after, 1))                                           # (M, K, K)
     return StreamEvaluation(learner.name, order, torch.cat(rows).cpu())
 
