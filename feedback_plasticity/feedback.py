@@ -107,7 +107,7 @@ def count_params(theta: dict, prefix: str = '') -> int:
     "Number of scalars in the meta-parameters whose name starts with `prefix` (e.g. 'B' for feedback)."
     return sum(v.numel() for k, v in theta.items() if k.rstrip('0123456789') == prefix or (not prefix))
 
-# %% ../nbs/01_feedback.ipynb #568fd1ed
+# %% ../nbs/01_feedback.ipynb #779262af
 def frozen_forward(theta: dict, a: torch.Tensor, frozen: list[Layer]) -> torch.Tensor:
     "The `frozen` layers on a batch `a` `(N, *in_shape)`; returns `(N, n)`."
     for layer in frozen:
@@ -137,16 +137,14 @@ def initial_fast(theta: dict, layers: list[Layer], M: int) -> dict[str, torch.Te
     "The fast state at the start of $M$ lifetimes: every plastic $W_\\ell(0)$, with a leading lifetime dimension."
     return {f'W{l.index}': theta[f'W{l.index}'].expand(M, *l.weight_shape) for l in layers if l.plastic}  # (M, n_out, n_in)
 
-def plastic_forward(theta: dict, fast: dict, h: torch.Tensor, layers: list[Layer], layer_forward=None) -> dict[int, torch.Tensor]:
-    "Activities `{l: a_l}` of the plastic layers for input `h` `(M, b, n)` (the output of `represent`); `layer_forward(W, a, b, relu)` may compute each $\\phi(a W^\\top + b)$ instead of torch (the fused kernels)."
+def plastic_forward(theta: dict, fast: dict, h: torch.Tensor, layers: list[Layer]) -> dict[int, torch.Tensor]:
+    "Activities `{l: a_l}` of the plastic layers for input `h` `(M, b, n)` (the output of `represent`)."
     plastic = [layer for layer in layers if layer.plastic]
     first = plastic[0].index - 1 if plastic else layers[-1].index
     acts = {first: h}                                                              # a_{n_frozen}: (M, b, n)
     for layer in plastic:
         l = layer.index
         # a_l = phi(W_l a_{l-1} + b_l)
-        if layer_forward is not None:
-            acts[l] = layer_forward(fast[f'W{l}'], acts[l - 1], theta[f'b{l}'], not layer.output); continue
         z = torch.baddbmm(theta[f'b{l}'], acts[l - 1], fast[f'W{l}'].transpose(1, 2))    # (M, b, n_out)
         acts[l] = z if layer.output else torch.relu(z)
     return acts
@@ -170,15 +168,15 @@ def teaching_signal(y_hat: torch.Tensor, y: torch.Tensor, signal) -> torch.Tenso
         t = target                                                            # (M, b, n_out)
     return t if signal.meta_grad else t.detach()
 
-# %% ../nbs/01_feedback.ipynb #5d01195f
+# %% ../nbs/01_feedback.ipynb #f60e0ee9
 def feedback_signal(theta: dict, t: torch.Tensor, l: int, linear: bool = False) -> torch.Tensor:
     "Feedback $f_\\ell = \\phi_B(B_\\ell t + c_\\ell)$ into layer `l` for teaching signal `t` `(M, b, n_L)`."
     # f_l = phi_B(B_l t + c_l)
     f = F.linear(t, theta[f'B{l}'], theta[f'c{l}'])                                    # (M, b, n_l)
     return f if linear else torch.relu(f)
 
-def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config, hidden_post=None) -> dict[int, torch.Tensor]:
-    "Postsynaptic activity $\\tilde a_\\ell$ of every plastic layer: $t$ at the output, feedback mixed with $a_\\ell$ below; `hidden_post(theta, t, l, linear, a_l)` may compute each hidden $\\tilde a_\\ell$ instead of torch (the fused kernels)."
+def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
+    "Postsynaptic activity $\\tilde a_\\ell$ of every plastic layer: $t$ at the output, feedback mixed with $a_\\ell$ below."
     L = layers[-1].index
     t = teaching_signal(acts[L], y, cfg.signal)                                       # (M, b, n_L)
     posts = {}
@@ -188,8 +186,6 @@ def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
         if layer.output:
             # a~_L = t
             posts[l] = t
-        elif hidden_post is not None:
-            posts[l] = hidden_post(theta, t, l, cfg.feedback.linear, acts[l])
         else:
             s = theta[f's{l}']
             # a~_l = s_l f_l + (1 - s_l) a_l

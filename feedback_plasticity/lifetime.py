@@ -153,7 +153,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #6767c1e1
+# %% ../nbs/03_lifetime.ipynb #7e9d59ba
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -256,14 +256,16 @@ class ReversibleSteps(torch.autograd.Function):
         row_max = {l: e.abs().amax(-1, keepdim=True) if e.dim() else e.abs() for l, e in k_eta.items()}
         W = _initial(theta, layers, h.shape[0])                                     # (M, n_out, n_in) each
         if fused: W = _owned(W)                                                     # the kernels change W in place
-        boundaries, acts_seq, posts_seq, largest = {}, [], [], []
-        for tau in range(h.shape[1]):
-            # steps return new tensors (keeping W is enough), or change it in place (fused: keep a copy)
-            if tau % walk.every == 0: boundaries[tau] = _owned(W) if fused else W
-            W, acts, posts, contraction = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta, row_max)
-            acts_seq.append(acts); posts_seq.append(posts); largest.append(contraction)
+        if fused: W, boundaries, acts_seq, posts_seq, largest = step(theta, W, h, y, layers, cfg, k_eta, row_max, walk.every)   # all T steps, W in place
+        else:
+            boundaries, acts_seq, posts_seq, largest = {}, [], [], []
+            for tau in range(h.shape[1]):
+                if tau % walk.every == 0: boundaries[tau] = W                          # steps return new tensors: keeping W is enough
+                W, acts, posts, contraction = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta, row_max)
+                acts_seq.append(acts); posts_seq.append(posts); largest.append(contraction)
+            largest = torch.stack(largest) if cfg.plasticity.rule == 'oja' else None
         ctx.walk, ctx.boundaries, ctx.acts_seq, ctx.posts_seq = walk, boundaries, acts_seq, posts_seq
-        ctx.undoable = (torch.stack(largest) <= walk.safe).tolist() if cfg.plasticity.rule == 'oja' else [True] * h.shape[1]
+        ctx.undoable = (largest <= walk.safe).tolist() if cfg.plasticity.rule == 'oja' else [True] * h.shape[1]
         finals = tuple(W.values())
         ctx.save_for_backward(h, y, *values, *finals)
         return finals
@@ -283,7 +285,7 @@ class ReversibleSteps(torch.autograd.Function):
         theta = {k: v.detach() for k, v in zip(names, values)}
         fused = uses_fused_kernels(cfg)
         # compiled steps need the closed-form backward of the postsynaptic terms (SGD's goes through autograd)
-        step = fused_steps()[1] if fused else compiled_steps()[1] if cfg.meta.compile and rule.posts_vjp is not None else backward_step
+        step = compiled_steps()[1] if not fused and cfg.meta.compile and rule.posts_vjp is not None else backward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
         if fused: k_eta = _full(k_eta, plastic)
         # G = ∂L/∂W(T): the query's gradient
@@ -294,6 +296,7 @@ class ReversibleSteps(torch.autograd.Function):
                 'b': {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']},
                 # the learned meta-parameters of the postsynaptic terms (B, c, s)
                 'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and k.rstrip('0123456789') in ('B', 'c', 's')}}
+        if fused: step = fused_steps()[1](theta, layers, cfg, k_eta, sums)          # backward_step on the kernels, set up for this walk
         need_h = ctx.needs_input_grad[1]
         d_h = torch.zeros_like(h) if need_h else None
         acts_at = lambda t: {first: h[:, t], **ctx.acts_seq[t]}                     # a_{n_frozen}..a_L of step t
@@ -352,16 +355,14 @@ def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, l
     plastic = [layer for layer in layers if layer.plastic]
     k_eta = _full({layer.index: scaled_eta(theta, layer, cfg).detach() for layer in plastic}, plastic)   # η̄, full (n_out, n_in)
     row_max = {l: e.abs().amax(-1, keepdim=True) for l, e in k_eta.items()}
-    W, step = _owned({layer.index: fast[f'W{layer.index}'] for layer in plastic}), fused_steps()[0]
-    for tau in range(h.shape[1]):
-        W = step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta, row_max)[0]   # W changes in place
-        if observe is not None: observe(start + tau, {f'W{l}': w.clone() for l, w in W.items()})
+    W = _owned({layer.index: fast[f'W{layer.index}'] for layer in plastic})
+    W = fused_steps()[0](theta, W, h, y, layers, cfg, k_eta, row_max, observe=observe, start=start)[0]   # W changes in place
     return {f'W{l}': w for l, w in W.items()}
 
 def fused_steps() -> tuple:
-    "`fused_forward_step` and `fused_backward_step` (the kernels notebook, which imports this module)."
-    from feedback_plasticity.kernels import fused_forward_step, fused_backward_step
-    return fused_forward_step, fused_backward_step
+    "`fused_forward_steps` (all the forward steps) and `fused_backward` (a walk's `backward_step`) from the kernels notebook, which imports this module."
+    from feedback_plasticity.kernels import fused_forward_steps, fused_backward
+    return fused_forward_steps, fused_backward
 
 def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor]:
     "`initial_fast`, keyed by layer index."
