@@ -550,13 +550,19 @@ def fused_feedback_post_vjp_(t: torch.Tensor, B: torch.Tensor, c: torch.Tensor, 
     _call('feedback_post_vjp', act.dtype, act.shape[0] * act.shape[1], act.shape[-1], t.shape[-1], t, B, c, float(s), int(linear), act, d_post,
           d_act, d_s, d_B, d_c, d_t)
 
-# %% ../nbs/03a_kernels.ipynb #0d54cd55
+# %% ../nbs/03a_kernels.ipynb #d9ed3258
 class _Pinned(list):
     "Tensors whose addresses the kernels are given, kept alive here while those addresses are in use; calling it pins one and returns its address (None for None)."
     def __call__(self, x: torch.Tensor | None) -> int | None:
         if x is None: return None
         self.append(x)
         return x.data_ptr()
+
+def _feedback_arguments(theta: dict, layer: Layer, address: _Pinned) -> tuple | None:
+    "A hidden layer's (address of B, address of c, s) for the postsynaptic-term kernels, pinned in `address`; None at the output."
+    if layer.output: return None
+    l = layer.index
+    return address(theta[f'B{l}'].detach().contiguous()), address(theta[f'c{l}'].detach().contiguous()), float(theta[f's{l}'])
 
 def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict,
                         eta_row_max: dict, every: int | None = None, observe: Callable | None = None, start: int = 0) -> tuple:
@@ -580,9 +586,7 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
     # each layer's arguments that stay the same at every step (addresses of W, b, η̄, B, c; s), and its buffers' addresses and strides
     spec = [(layer.n_out, layer.n_in, W[layer.index].data_ptr(), address(theta[f'b{layer.index}'].detach().contiguous()), int(not layer.output),
              acts[layer.index].data_ptr(), posts[layer.index].data_ptr(), M * b * layer.n_out * size * keep, k_eta[layer.index].data_ptr(),
-             address(eta_row_max[layer.index].contiguous()) if oja else None,
-             None if layer.output else (address(theta[f'B{layer.index}'].detach().contiguous()), address(theta[f'c{layer.index}'].detach().contiguous()),
-                                        float(theta[f's{layer.index}'])))
+             address(eta_row_max[layer.index].contiguous()) if oja else None, _feedback_arguments(theta, layer, address))
             for layer in plastic]
     affine, post_term, step = (_function(kind, dtype) for kind in ('affine', 'feedback_post', 'step'))
     n_t, linear, input_stride = layers[-1].n_out, int(cfg.feedback.linear), M * b * h.shape[-1] * size
@@ -619,9 +623,7 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict, s
     dtype = k_eta[plastic[0].index].dtype
     walk, post_term_vjp = _function('walk', dtype), _function('feedback_post_vjp', dtype)
     address, ptr = _Pinned(), lambda x: None if x is None else x.data_ptr()
-    spec = [(layer.index, layer.output, layer.n_out, layer.n_in, address(k_eta[layer.index]),
-             None if layer.output else (address(theta[f'B{layer.index}'].detach().contiguous()), address(theta[f'c{layer.index}'].detach().contiguous()),
-                                        float(theta[f's{layer.index}'])))
+    spec = [(layer.index, layer.output, layer.n_out, layer.n_in, address(k_eta[layer.index]), _feedback_arguments(theta, layer, address))
             for layer in reversed(plastic)]                                            # top layer first
     # ∂L/∂ã of each layer: one buffer, reused at every step; ∂L/∂a(τ-1) of each layer: two, in turn (a step's lives through the next)
     n_t, linear, d_posts, d_pres, calls = layers[-1].n_out, int(cfg.feedback.linear), {}, {}, [0]

@@ -153,7 +153,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #7e9d59ba
+# %% ../nbs/03_lifetime.ipynb #aa814328
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -284,8 +284,6 @@ class ReversibleSteps(torch.autograd.Function):
         first, T = plastic[0].index - 1, h.shape[1]
         theta = {k: v.detach() for k, v in zip(names, values)}
         fused = uses_fused_kernels(cfg)
-        # compiled steps need the closed-form backward of the postsynaptic terms (SGD's goes through autograd)
-        step = compiled_steps()[1] if not fused and cfg.meta.compile and rule.posts_vjp is not None else backward_step
         k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
         if fused: k_eta = _full(k_eta, plastic)
         # G = ∂L/∂W(T): the query's gradient
@@ -296,7 +294,10 @@ class ReversibleSteps(torch.autograd.Function):
                 'b': {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']},
                 # the learned meta-parameters of the postsynaptic terms (B, c, s)
                 'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and k.rstrip('0123456789') in ('B', 'c', 's')}}
-        if fused: step = fused_steps()[1](theta, layers, cfg, k_eta, sums)          # backward_step on the kernels, set up for this walk
+        # the walk's step: on the kernels (set up for this walk), compiled (which needs the closed-form backward of the
+        # postsynaptic terms; SGD's goes through autograd), or eager
+        step = (fused_steps()[1](theta, layers, cfg, k_eta, sums) if fused
+                else compiled_steps()[1] if cfg.meta.compile and rule.posts_vjp is not None else backward_step)
         need_h = ctx.needs_input_grad[1]
         d_h = torch.zeros_like(h) if need_h else None
         acts_at = lambda t: {first: h[:, t], **ctx.acts_seq[t]}                     # a_{n_frozen}..a_L of step t
