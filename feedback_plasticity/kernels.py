@@ -17,7 +17,7 @@ __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'ke
            'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
            'fused_feedback_post_vjp_', 'fused_forward_steps', 'fused_backward']
 
-# %% ../nbs/03a_kernels.ipynb #06e9ba6d
+# %% ../nbs/03a_kernels.ipynb #7f85d5b3
 KERNEL_SOURCE = r"""
 // Fused CPU kernels of one plastic dense layer (feedback_plasticity, kernels notebook).
 // Shapes follow the notebooks: W, G (M, n_out, n_in) row-major; eta, d_eta (n_out, n_in); activities (M, b, n).
@@ -139,14 +139,14 @@ template <typename T> static inline void row_products(const T* vt, long bp, cons
 }
 
 // Column accumulation by one block: out[k][j] += sum_r u[k][i0 + r] A[r][j]  (r < RB; j < n, a multiple of 2L); u (b, ldu),
-// A (RB, n), out (b, n). The block's 2 RB vectors of a column pair stay in registers while the minibatch passes.
-template <typename T> static inline void column_block(const T* u, long ldu, long i0, const T* A, long b, long n, T* out) {
+// A (RB, lda), out (b, ldo). The block's 2 RB vectors of a column pair stay in registers while the minibatch passes.
+template <typename T> static inline void column_block(const T* u, long ldu, long i0, const T* A, long lda, long b, long n, T* out, long ldo) {
     typedef typename V<T>::v vec; const long L = V<T>::L;
     for (long j = 0; j < n; j += 2 * L) {
-#define WLOAD(r) vec w##r##0 = ld<T>(A + r * n + j), w##r##1 = ld<T>(A + r * n + j + L);
+#define WLOAD(r) vec w##r##0 = ld<T>(A + r * lda + j), w##r##1 = ld<T>(A + r * lda + j + L);
         FOR_R(WLOAD)
         for (long k = 0; k < b; k++) {
-            const T* uk = u + k * ldu + i0; T* o = out + k * n + j;
+            const T* uk = u + k * ldu + i0; T* o = out + k * ldo + j;
             vec o0 = ld<T>(o), o1 = ld<T>(o + L);
 #define WACC(r) { T s = uk[r]; o0 += s * w##r##0; o1 += s * w##r##1; }
             FOR_R(WACC)
@@ -276,7 +276,9 @@ template <typename T> static void walk_in(long M, long n_out, long n_in, long b,
         }
         #pragma omp barrier
         // the block's H, rows of W(tau) and E (padded with zeros to whole vectors and blocks), and d_post's products
-        std::vector<T> H(RB * np), P(RB * bp), Wb(RB * np, T(0)), Eb(RB * np, T(0));
+        // (Hf: dz^T a_now, G's part from the forward pass's backward, added to G in the rule's pass; zero without that part)
+        std::vector<T> H(RB * np), Hf(RB * np, T(0)), P(RB * bp), Wb(RB * np, T(0)), Eb(RB * np, T(0));
+        const long n_whole = n_in / (2 * L) * (2 * L);                   // the columns of W that fill whole vector pairs
         #pragma omp for schedule(static) nowait
         for (long blk = 0; blk < blocks; blk++)
             for (long m = 0; m < M; m++) {
@@ -284,21 +286,31 @@ template <typename T> static void walk_in(long M, long n_out, long n_in, long b,
                 if (forward_part && d_b && m == 0)                       // d_b += sum dz, the block's rows (all lifetimes)
                     for (long r = 0; r < rows; r++) { T s = 0; for (long q = 0; q < Mb; q++) s += dz_p[q * op + i0 + r]; d_b[i0 + r] += s; }
                 if (sum_a) {
-                    // d_a_now += dz W(tau), this block's rows (before the rule's part below changes them)
-                    for (long r = 0; r < rows; r++) std::memcpy(Wb.data() + r * np, W + (m * n_out + i0 + r) * n_in, sizeof(T) * n_in);
-                    for (long r = rows; r < RB; r++) std::fill(Wb.data() + r * np, Wb.data() + (r + 1) * np, T(0));
-                    column_block(dz_p + m * b * op, op, i0, Wb.data(), b, np, da + m * b * np);
+                    // d_a_now += dz W(tau), this block's rows (before the rule's part below changes them): read from W where
+                    // they fill whole vector pairs, the rest (and a last block of fewer rows) from a zero-padded copy
+                    const T* Wm = W + (m * n_out + i0) * n_in; T* out = da + m * b * np;
+                    if (rows == RB) {
+                        column_block(dz_p + m * b * op, op, i0, Wm, n_in, b, n_whole, out, np);
+                        if (n_whole < n_in) {
+                            for (long r = 0; r < RB; r++) std::copy(Wm + r * n_in + n_whole, Wm + (r + 1) * n_in, Wb.data() + r * np);
+                            column_block(dz_p + m * b * op, op, i0, Wb.data(), np, b, 2 * L, out + n_whole, np);
+                        }
+                    } else {
+                        for (long r = 0; r < rows; r++) std::memcpy(Wb.data() + r * np, Wm + r * n_in, sizeof(T) * n_in);
+                        for (long r = rows; r < RB; r++) std::fill(Wb.data() + r * np, Wb.data() + (r + 1) * np, T(0));
+                        column_block(dz_p + m * b * op, op, i0, Wb.data(), np, b, np, out, np);
+                    }
                 }
-                if (forward_part) {
-                    // G += dz^T a_now
-                    outer_rows(dz_p + m * b * op, op, i0, a_p + m * b * np, b, np, H.data());
+                // Hf = dz^T a_now: G' = G + Hf
+                if (forward_part) outer_rows(dz_p + m * b * op, op, i0, a_p + m * b * np, b, np, Hf.data());
+                if (!rule_part) {
                     for (long r = 0; r < rows; r++) {
-                        T* g = G + (m * n_out + i0 + r) * n_in; const T* h = H.data() + r * np;
+                        T* g = G + (m * n_out + i0 + r) * n_in; const T* h = Hf.data() + r * np;
                         #pragma omp simd
                         for (long j = 0; j < n_in; j++) g[j] += h[j];
                     }
+                    continue;
                 }
-                if (!rule_part) continue;
                 T d[RB];                                                 // d_i = sum_k post_ki^2, the block's rows
                 if (oja) block_decay(post_p + m * b * op, b, op, i0, d);
                 // H = post^T pre
@@ -307,22 +319,24 @@ template <typename T> static void walk_in(long M, long n_out, long n_in, long b,
                 for (long r = 0; r < rows; r++) {
                     const long i = i0 + r; const T di = oja ? d[r] : T(0);
                     const T* e = eta + i * n_in; T* de = d_eta ? d_eta + i * n_in : nullptr; const T* h = H.data() + r * np;
+                    const T* hf = Hf.data() + r * np;
                     T* w = W + (m * n_out + i) * n_in; T* g = G + (m * n_out + i) * n_in; T* Ei = Eb.data() + r * np;
                     T s = 0;
                     #pragma omp simd reduction(+:s)
                     for (long j = 0; j < n_in; j++) {
+                        const T gj = g[j] + hf[j];                                           // G' = G + dz^T a_now
                         const T R = oja ? (h[j] - di * w[j]) / (T(1) - e[j] * di) : h[j];   // R = (H - d W') / (1 - eta d)
                         const T w_before = w[j] - e[j] * R;                                  // W = W' - eta R
-                        const T Ej = e[j] * g[j];                                            // E = eta G
-                        if (de) de[j] += g[j] * R;                                           // d_eta += G R
-                        g[j] -= di * Ej;                                                     // G <- G - d E
+                        const T Ej = e[j] * gj;                                              // E = eta G'
+                        if (de) de[j] += gj * R;                                             // d_eta += G' R
+                        g[j] = gj - di * Ej;                                                 // G <- G' - d E
                         w[j] = w_before; Ei[j] = Ej; s += Ej * w_before;                     // rowsum(E W)
                     }
                     rowsum[r] = s;
                 }
                 for (long r = rows; r < RB; r++) std::fill(Eb.data() + r * np, Eb.data() + (r + 1) * np, T(0));
                 // d_pre += post E, this block's rows
-                if (sum_pre) column_block(post_p + m * b * op, op, i0, Eb.data(), b, np, dp + m * b * np);
+                if (sum_pre) column_block(post_p + m * b * op, op, i0, Eb.data(), np, b, np, dp + m * b * np, np);
                 // d_post = pre E^T - 2 post (.) rowsum(E (.) W), for the block's rows
                 row_products(pre_t + m * n_in * bp, bp, Eb.data(), np, n_in, P.data());
                 for (long r = 0; r < rows; r++) for (long k = 0; k < b; k++) {
