@@ -17,7 +17,7 @@ __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'ke
            'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
            'fused_feedback_post_vjp_', 'fused_forward_steps', 'fused_backward']
 
-# %% ../nbs/03a_kernels.ipynb #7f85d5b3
+# %% ../nbs/03a_kernels.ipynb #80505f27
 KERNEL_SOURCE = r"""
 // Fused CPU kernels of one plastic dense layer (feedback_plasticity, kernels notebook).
 // Shapes follow the notebooks: W, G (M, n_out, n_in) row-major; eta, d_eta (n_out, n_in); activities (M, b, n).
@@ -513,6 +513,90 @@ template <typename T> static void walk_steps(long layers, long M, long b, const 
     #undef P
 }
 
+// Steps tau = hi, hi-1, .., lo (lo >= 1) of the walk for all the plastic layers (fused_backward's step at each, with the
+// rule's part undone), in one parallel region, with no Python between the steps. At each tau, top layer first: the layer's walk,
+// then its postsynaptic term's backward (d_t += d_post at the output, the feedback term's below); then the teaching signal's
+// backward, dL/da_L(tau-1) from d_t; and dL/dh(tau) into d_h.
+// Each activity a_k has two gradient buffers (2, M, b, n_k), used in turn: at each tau one holds dL/da_k(tau) (which the walk's
+// forward part adds to) and the other receives dL/da_k(tau-1); on entry, the first holds dL/da(hi).
+// sizes (layers, 2): n_out, n_in, top layer first. p (layers, 14): W, G, eta (full), d_eta, d_b, B, c (null at the output), d_s,
+// d_B, d_c, the layer's activities and postsynaptic terms over the steps (T, M, b, n_out), a buffer for d_post (M b n_out), and
+// the gradient buffers of its output. h (T, M, b, n_in of the bottom layer): the inputs; dA_h: the gradient buffers of h, and
+// d_h (M, T, b, n_in) its gradient at every step, both null if not needed. signal: how t depends on the output (0: not,
+// 1: t = y - y_hat, 2: t = onehot(y) - softmax(z)); d_t: a buffer (M b n_t). T_steps: T (at tau = T there is no forward part).
+template <typename T> static void walk_span(long hi, long lo, long T_steps, long layers, long M, long b, const long* sizes, void* const* p,
+                                            const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t) {
+    const long Mb = M * b, n_h = sizes[2 * layers - 1];
+    long work_sizes[WALK_SCRATCH] = {}, feedback_size = 0;
+    for (long l = 0; l < layers; l++) {
+        walk_scratch<T>(M, sizes[2 * l], sizes[2 * l + 1], b, most_threads(), work_sizes);
+        if (p[14 * l + 5]) feedback_size += n_t * sizes[2 * l];
+    }
+    T* const* work = walk_work<T>(work_sizes);
+    T* Bt_all = scratch<T>(8, feedback_size);                           // B_l^T (n_t, n_out) of every hidden layer, one after another
+    #define P(l, k) ((T*)p[14 * (l) + (k)])
+    #pragma omp parallel
+    {
+        for (long l = 0, off = 0; l < layers; l++)
+            if (P(l, 5)) { transpose_lifetimes((const T*)P(l, 5), 1, sizes[2 * l], n_t, Bt_all + off, sizes[2 * l]); off += n_t * sizes[2 * l]; }
+        #pragma omp barrier
+        for (long tau = hi; tau >= lo; tau--) {
+            const long now = (hi - tau) % 2, before = 1 - now;           // the buffers of dL/da(tau) and of dL/da(tau-1)
+            #pragma omp for schedule(static)
+            for (long q = 0; q < Mb * n_t; q++) d_t[q] = 0;
+            for (long l = 0, off = 0; l < layers; l++) {
+                const long n_out = sizes[2 * l], n_in = sizes[2 * l + 1];
+                const bool output = l == 0, bottom = l == layers - 1;
+                // step tau's and tau-1's activities: the layer's output (a_l, post_l) and its input (a_{l-1}, or h)
+                const T* out_now = P(l, 10) + tau * Mb * n_out; const T* out_before = P(l, 10) + (tau - 1) * Mb * n_out;
+                const T* post_before = P(l, 11) + (tau - 1) * Mb * n_out;
+                const T* in = bottom ? h : P(l + 1, 10);
+                T* dA_out = P(l, 13); T* dA_in = bottom ? dA_h : P(l + 1, 13);
+                // the forward pass's backward of step tau: at tau < T, if dL/da_l(tau) exists (at the output: if t depends on it)
+                const bool forward_part = tau < T_steps && (!output || signal);
+                walk_in(M, n_out, n_in, b, P(l, 0), P(l, 1), (const T*)P(l, 2), P(l, 3), forward_part ? dA_out + now * Mb * n_out : nullptr,
+                        forward_part && !output ? out_now : nullptr, P(l, 4), forward_part ? in + tau * Mb * n_in : nullptr,
+                        forward_part && dA_in ? dA_in + now * Mb * n_in : nullptr, in + (tau - 1) * Mb * n_in, post_before, oja,
+                        dA_in ? dA_in + before * Mb * n_in : nullptr, P(l, 12), work);
+                #pragma omp barrier
+                if (output) {                                            // d_t += d_post (rows split as in the feedback backward)
+                    #pragma omp for schedule(static) nowait
+                    for (long k = 0; k < Mb; k++) for (long q = 0; q < n_t; q++) d_t[k * n_t + q] += P(l, 12)[k * n_t + q];
+                } else {                                                 // the feedback term's backward; d_act: dL/da_l(tau-1)
+                    feedback_post_vjp_in(Mb, n_out, n_t, P(0, 11) + (tau - 1) * Mb * n_t, Bt_all + off, (const T*)P(l, 6), T(s[l]), linear,
+                                         out_before, P(l, 12), dA_out + before * Mb * n_out, P(l, 7), P(l, 8), P(l, 9), d_t);
+                    off += n_t * n_out;
+                }
+            }
+            #pragma omp barrier
+            // dL/da_L(tau-1) from d_t: -d_t (t = y - y_hat), or -(p (.) d_t - p (p . d_t)) with p = softmax(z) (classification)
+            if (signal) {
+                T* dA_L = P(0, 13) + before * Mb * n_t; const T* z = P(0, 10) + (tau - 1) * Mb * n_t;
+                #pragma omp for schedule(static) nowait
+                for (long k = 0; k < Mb; k++) {
+                    const T* dt = d_t + k * n_t; T* out = dA_L + k * n_t;
+                    if (signal == 1) { for (long q = 0; q < n_t; q++) out[q] = -dt[q]; continue; }
+                    const T* zk = z + k * n_t; T most = zk[0], total = 0, dot = 0;
+                    for (long q = 1; q < n_t; q++) most = std::max(most, zk[q]);
+                    for (long q = 0; q < n_t; q++) total += std::exp(zk[q] - most);
+                    for (long q = 0; q < n_t; q++) dot += std::exp(zk[q] - most) / total * dt[q];
+                    for (long q = 0; q < n_t; q++) { const T pq = std::exp(zk[q] - most) / total; out[q] = -(pq * dt[q] - pq * dot); }
+                }
+            }
+            // dL/dh(tau), complete once the bottom layer's forward part has added to it
+            if (d_h && tau < T_steps) {
+                #pragma omp for schedule(static) nowait
+                for (long q = 0; q < Mb; q++) {
+                    const long m = q / b, k = q % b;
+                    std::copy(dA_h + (now * Mb + q) * n_h, dA_h + (now * Mb + q + 1) * n_h, d_h + ((m * T_steps + tau) * b + k) * n_h);
+                }
+            }
+            #pragma omp barrier
+        }
+    }
+    #undef P
+}
+
 // The forward steps tau = t0 .. t1-1 of all the plastic layers (the lifetime notebook's forward_step on the kernels above) in one
 // parallel region, with no Python between the kernels: at each step a_l = phi(a_{l-1} W_l^T + b_l) layer by layer, the teaching
 // signal t = post_L, the hidden layers' postsynaptic terms, and every layer's plastic step.
@@ -594,12 +678,15 @@ extern "C" void flp_forward_steps_##S(long t0, long t1, long M, long b, long lay
                                       int keep, const T* h, const T* y, const std::int64_t* labels, int error, int linear, int oja, T* largest) { \
     forward_steps<T>(t0, t1, M, b, layers, sizes, p, s, keep, h, y, labels, error, linear, oja, largest); } \
 extern "C" void flp_walk_steps_##S(long layers, long M, long b, const long* sizes, void* const* p, const double* s, int linear, int oja, \
-                                   long n_t, const T* t, T* d_t) { walk_steps<T>(layers, M, b, sizes, p, s, linear, oja, n_t, t, d_t); }
+                                   long n_t, const T* t, T* d_t) { walk_steps<T>(layers, M, b, sizes, p, s, linear, oja, n_t, t, d_t); } \
+extern "C" void flp_walk_span_##S(long hi, long lo, long T_steps, long layers, long M, long b, const long* sizes, void* const* p, \
+                                  const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t) { \
+    walk_span<T>(hi, lo, T_steps, layers, M, b, sizes, p, h, dA_h, d_h, s, linear, oja, n_t, signal, d_t); }
 EXPORT(float, f32)
 EXPORT(double, f64)
 """
 
-# %% ../nbs/03a_kernels.ipynb #1f200c85
+# %% ../nbs/03a_kernels.ipynb #3d9b9595
 class KernelBuildError(RuntimeError):
     "The fused kernels could not be compiled (no C++ compiler, or it failed)."
 
@@ -607,7 +694,7 @@ FLAGS = ['-O3', '-march=native', '-shared', '-fPIC', '-std=c++17']
 # each kernel's C arguments: l = long (a size), p = pointer (a tensor, or null), i = int (a flag), d = double
 KERNEL_ARGUMENTS = {'affine': 'llllpppip', 'step': 'llllppppipp', 'walk': 'llllpppppppppppipp', 'feedback_post': 'lllpppdipp',
                     'feedback_post_vjp': 'lllpppdippppppp', 'forward_steps': 'lllllpppipppiiip',
-                    'walk_steps': 'lllpppiilpp'}
+                    'walk_steps': 'lllpppiilpp', 'walk_span': 'llllllppppppiilip'}
 _LIBRARY = {}
 
 def kernel_cache() -> Path:
@@ -751,7 +838,7 @@ def fused_feedback_post_vjp_(t: torch.Tensor, B: torch.Tensor, c: torch.Tensor, 
     _call('feedback_post_vjp', act.dtype, act.shape[0] * act.shape[1], act.shape[-1], t.shape[-1], t, B, c, float(s), int(linear), act, d_post,
           d_act, d_s, d_B, d_c, d_t)
 
-# %% ../nbs/03a_kernels.ipynb #45870693
+# %% ../nbs/03a_kernels.ipynb #6660aca4
 class _Pinned(list):
     "Tensors whose addresses the kernels are given, kept alive here while those addresses are in use; calling it pins one and returns its address (None for None)."
     def __call__(self, x: torch.Tensor | None) -> int | None:
@@ -824,10 +911,10 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict, s
     """`backward_step` on the kernels, for one walk: returns a function with `backward_step`'s arguments that changes `W`, `G` and
     the sums in place (`sums['eta']` full `(n_out, n_in)`); a replayed step (`W_earlier`) goes through `backward_step`. What stays
     the same over the walk (the layers' sizes, the addresses of η̄, B and c; s) is found once, and each step's layers run in
-    one call (`flp_walk_steps`)."""
+    one call (`flp_walk_steps`). Its attribute `span` runs a span of steps in one call (`flp_walk_span`)."""
     oja, L, plastic = cfg.plasticity.rule == 'oja', layers[-1].index, [layer for layer in layers if layer.plastic]
     dtype = k_eta[plastic[0].index].dtype
-    run = _function('walk_steps', dtype)
+    run, walk_span = _function('walk_steps', dtype), _function('walk_span', dtype)
     address, ptr = _Pinned(), lambda x: None if x is None else x.data_ptr()
     spec = [(layer.index, layer.output, layer.n_out, layer.n_in, address(k_eta[layer.index]), _feedback_arguments(theta, layer, address))
             for layer in reversed(plastic)]                                            # top layer first
@@ -876,4 +963,36 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict, s
             if d_y_hat is not None: d_earlier[L] = d_earlier[L] + d_y_hat if L in d_earlier else d_y_hat
         d_h = d_acts.get(first) if now is not None and need_h else None
         return W, G, d_earlier, sums, d_h
+
+    signal = cfg.signal
+    signal_code = 0 if signal.kind != 'error' or not signal.meta_grad else 2 if signal.task == 'classification' else 1   # how t depends on a_L
+    buffers = {}                                                                       # per (M, b): the span's gradient buffers
+
+    def span(W: dict, G: dict, d_acts: dict, hi: int, lo: int, sums: dict, h: torch.Tensor, d_h: torch.Tensor | None,
+             acts_first: dict, posts_first: dict, first: int) -> dict:
+        """Steps τ = `hi` .. `lo` (`lo` ≥ 1, none replayed) of the walk in one call (`flp_walk_span`): `W` becomes W(lo-1), `G` and the
+        sums change in place, and ∂L/∂h(τ) goes into `d_h` `(M, T, b, n)` if given. `d_acts` is ∂L/∂a(hi); returns ∂L/∂a(lo-1).
+        `acts_first` and `posts_first` are step 0's views of the forward's `(T, M, b, n)` buffers."""
+        M, T, b = h.shape[:3]
+        if (M, b) not in buffers:
+            buffers[M, b] = {'h': h.detach().transpose(0, 1).contiguous(),            # (T, M, b, n): step τ's input at [τ]
+                             'dA': {a: torch.zeros(2, M, b, n, dtype=dtype) for a, n in [(first, h.shape[-1])] + [(l, n_out) for l, _, n_out, *_ in spec]},
+                             'd_post': {l: torch.empty(M, b, n_out, dtype=dtype) for l, _, n_out, *_ in spec}, 'd_t': torch.empty(M, b, n_t, dtype=dtype)}
+        buf = buffers[M, b]
+        dA = buf['dA']
+        for a, d in d_acts.items(): dA[a][0].copy_(d)                                  # ∂L/∂a(hi) in the first buffer of each pair
+        fb = sums['feedback']
+        pointers = (ctypes.c_void_p * (14 * len(spec)))(*[
+            x for l, output, n_out, n_in, eta_at, feedback in spec
+            for x in (W[l].data_ptr(), G[l].data_ptr(), eta_at, ptr(sums['eta'].get(l)), ptr(sums['b'].get(l)),
+                      *(feedback[:2] if feedback else (None, None)), *((ptr(fb.get(f'{k}{l}')) for k in 'sBc') if feedback else (None,) * 3),
+                      acts_first[l].data_ptr(), posts_first[l].data_ptr(), buf['d_post'][l].data_ptr(), dA[l].data_ptr())])
+        need_h = d_h is not None
+        walk_span(hi, lo, T, len(spec), M, b, ctypes.addressof(sizes), ctypes.addressof(pointers), buf['h'].data_ptr(),
+                  dA[first].data_ptr() if need_h else None, ptr(d_h), ctypes.addressof(strengths), linear, int(oja), n_t, signal_code, buf['d_t'].data_ptr())
+        # ∂L/∂a(lo-1): in the second buffer of each pair if hi - lo is even, else the first; only the activities the next step reads
+        turn = 1 - (hi - lo) % 2
+        keep = [a for a in dA if (a != first or need_h) and (a != L or signal_code)]
+        return {a: dA[a][turn] for a in keep}
+    step.span = span
     return step

@@ -153,7 +153,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #aa814328
+# %% ../nbs/03_lifetime.ipynb #2ae899a8
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -319,15 +319,23 @@ class ReversibleSteps(torch.autograd.Function):
         # The walk: at each τ, top layer first, the forward pass's backward of step τ (which uses W(τ)), then
         # the rule's backward of step τ-1 (which turns W(τ) into W(τ-1)); then the postsynaptic terms' backward of step τ-1.
         d_acts = {}                                                                 # ∂L/∂a(τ) gathered so far
-        for tau in reversed(range(T + 1)):
+        tau = T
+        while tau >= 0:
             if tau in ctx.boundaries: W = _owned(ctx.boundaries[tau]) if fused else ctx.boundaries[tau]   # W(τ) is stored: restart from it exactly
-            W_earlier = None if tau == 0 or chunk_undoable[(tau - 1) - (tau - 1) % every] else replayed(tau - 1)
+            start = (tau - 1) - (tau - 1) % every if tau > 0 else None                 # the chunk of step τ-1
+            if fused and tau > 0 and chunk_undoable[start]:
+                # on the kernels, steps τ .. start+1 in one call (then τ = start, where W(start) is stored)
+                d_acts = step.span(W, G, d_acts, tau, start + 1, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], first)
+                tau = start
+                continue
+            W_earlier = None if tau == 0 or chunk_undoable[start] else replayed(tau - 1)
             # the first and last τ (and replayed chunks) have other inputs: eager, not compiled again for them (the fused steps take all)
             run = step if fused or (0 < tau < T and W_earlier is None) else backward_step
             W, G, d_acts, sums, d_h_tau = run(theta, W, G, d_acts, acts_at(tau) if tau < T else None,
                                               acts_at(tau - 1) if tau > 0 else None, ctx.posts_seq[tau - 1] if tau > 0 else None,
                                               y[:, tau - 1] if tau > 0 else None, layers, cfg, k_eta, sums, first, need_h, W_earlier)
             if d_h_tau is not None: d_h[:, tau] = d_h_tau
+            tau -= 1
         if fused: sums['eta'] = {l: eta_sum(g[None], theta[f'eta{l}']) for l, g in sums['eta'].items()}   # summed to η's shape
         grads = {f'W{l}': G[l].sum(0) for l in W}                                   # W(0) is θ's W for every lifetime
         grads.update({f'eta{l}': g * (1.0 if l == layers[-1].index else cfg.plasticity.hidden_multiplier) for l, g in sums['eta'].items()})
