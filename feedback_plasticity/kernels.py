@@ -15,7 +15,7 @@ from .lifetime import backward_step
 # %% auto #0
 __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'kernel_cache', 'find_compiler', 'build_kernels',
            'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
-           'fused_feedback_post_vjp_', 'fused_forward_steps', 'fused_backward']
+           'fused_feedback_post_vjp_', 'step_buffer', 'release_step_buffers', 'fused_forward_steps', 'fused_backward']
 
 # %% ../nbs/03a_kernels.ipynb #80505f27
 KERNEL_SOURCE = r"""
@@ -838,7 +838,23 @@ def fused_feedback_post_vjp_(t: torch.Tensor, B: torch.Tensor, c: torch.Tensor, 
     _call('feedback_post_vjp', act.dtype, act.shape[0] * act.shape[1], act.shape[-1], t.shape[-1], t, B, c, float(s), int(linear), act, d_post,
           d_act, d_s, d_B, d_c, d_t)
 
-# %% ../nbs/03a_kernels.ipynb #6660aca4
+# %% ../nbs/03a_kernels.ipynb #b34e13cf
+_FREE_BUFFERS = {}                                                                     # (shape, dtype) -> buffers no walk uses
+
+def step_buffer(shape: tuple, dtype) -> torch.Tensor:
+    """An uninitialised buffer for the forward's activities of every step, reused from a walk that has finished
+    (`release_step_buffers`) if one of this shape is free. A fresh one would cost its size in page faults at every
+    lifetime: about 300 MB, 0.05-0.1 s, for the paper sine network."""
+    free = _FREE_BUFFERS.get((tuple(shape), dtype))
+    return free.pop() if free else torch.empty(shape, dtype=dtype)
+
+def release_step_buffers(*steps: list) -> None:
+    "Give back the buffers behind the per-step views `steps` (lists of `{l: view}`, as `fused_forward_steps` returns) once no walk reads them."
+    buffers = {id(b): b for seq in steps if seq for b in (v._base for v in seq[0].values()) if b is not None}
+    for b in buffers.values():
+        free = _FREE_BUFFERS.setdefault((tuple(b.shape), b.dtype), [])
+        if len(free) < 64: free.append(b)                                              # a bound: a few walks' worth
+
 class _Pinned(list):
     "Tensors whose addresses the kernels are given, kept alive here while those addresses are in use; calling it pins one and returns its address (None for None)."
     def __call__(self, x: torch.Tensor | None) -> int | None:
@@ -873,8 +889,8 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
     labels = y.long().contiguous() if classes else None                              # (T, M, b)
     targets = None if classes else y.to(dtype).reshape(T, M, b, layers[-1].n_out).contiguous()   # (T, M, b, n_L)
     # every kept step's a_l and ã_l (ã_L = t), in one buffer per layer: the kernels find step τ's at slot τ
-    acts = {layer.index: torch.empty(T if keep else 1, M, b, layer.n_out, dtype=dtype) for layer in plastic}
-    posts = {layer.index: torch.empty(T if keep else 1, M, b, layer.n_out, dtype=dtype) for layer in plastic}
+    acts = {layer.index: step_buffer((T if keep else 1, M, b, layer.n_out), dtype) for layer in plastic}
+    posts = {layer.index: step_buffer((T if keep else 1, M, b, layer.n_out), dtype) for layer in plastic}
     largest = torch.zeros(T, len(plastic), dtype=dtype) if oja else None               # max |η̄ ⊙ d| of each step and layer
     # each layer's sizes and arguments, bottom layer first: W, b, η̄, its rows' largest |η̄|, B, c (none at the output), buffers
     address = _Pinned()

@@ -153,7 +153,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #2ae899a8
+# %% ../nbs/03_lifetime.ipynb #ff7c48db
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -275,6 +275,9 @@ class ReversibleSteps(torch.autograd.Function):
     def backward(ctx, *grad_finals):
         walk = ctx.walk
         cfg, layers, names, every = walk.cfg, list(walk.layers), walk.names, walk.every
+        if ctx.acts_seq is None:
+            raise RuntimeError("ReversibleSteps: this lifetime's backward has already run, and its buffers went to other lifetimes; "
+                               "run the lifetime again (or use meta.lifetime_backward='autograd') to backpropagate through it twice")
         h, y, *saved = ctx.saved_tensors
         h = h.detach()
         values, finals = saved[:len(names)], saved[len(names):]
@@ -336,7 +339,10 @@ class ReversibleSteps(torch.autograd.Function):
                                               y[:, tau - 1] if tau > 0 else None, layers, cfg, k_eta, sums, first, need_h, W_earlier)
             if d_h_tau is not None: d_h[:, tau] = d_h_tau
             tau -= 1
-        if fused: sums['eta'] = {l: eta_sum(g[None], theta[f'eta{l}']) for l, g in sums['eta'].items()}   # summed to η's shape
+        if fused:
+            sums['eta'] = {l: eta_sum(g[None], theta[f'eta{l}']) for l, g in sums['eta'].items()}   # summed to η's shape
+            fused_steps()[2](ctx.acts_seq, ctx.posts_seq)                            # the forward's buffers, for later lifetimes
+            ctx.acts_seq = ctx.posts_seq = None
         grads = {f'W{l}': G[l].sum(0) for l in W}                                   # W(0) is θ's W for every lifetime
         grads.update({f'eta{l}': g * (1.0 if l == layers[-1].index else cfg.plasticity.hidden_multiplier) for l, g in sums['eta'].items()})
         grads.update({f'b{l}': g for l, g in sums['b'].items()}); grads.update(sums['feedback'])
@@ -369,9 +375,9 @@ def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, l
     return {f'W{l}': w for l, w in W.items()}
 
 def fused_steps() -> tuple:
-    "`fused_forward_steps` (all the forward steps) and `fused_backward` (a walk's `backward_step`) from the kernels notebook, which imports this module."
-    from feedback_plasticity.kernels import fused_forward_steps, fused_backward
-    return fused_forward_steps, fused_backward
+    "`fused_forward_steps` (all the forward steps), `fused_backward` (a walk's `backward_step`) and `release_step_buffers` from the kernels notebook, which imports this module."
+    from feedback_plasticity.kernels import fused_forward_steps, fused_backward, release_step_buffers
+    return fused_forward_steps, fused_backward, release_step_buffers
 
 def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor]:
     "`initial_fast`, keyed by layer index."
