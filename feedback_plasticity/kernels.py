@@ -17,7 +17,7 @@ __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'ke
            'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
            'fused_feedback_post_vjp_', 'step_buffer', 'release_step_buffers', 'fused_forward_steps', 'fused_backward']
 
-# %% ../nbs/03a_kernels.ipynb #80505f27
+# %% ../nbs/03a_kernels.ipynb #828b6788
 KERNEL_SOURCE = r"""
 // Fused CPU kernels of one plastic dense layer (feedback_plasticity, kernels notebook).
 // Shapes follow the notebooks: W, G (M, n_out, n_in) row-major; eta, d_eta (n_out, n_in); activities (M, b, n).
@@ -370,12 +370,17 @@ template <typename T> static T* const* walk_work(const long* sizes) {
     for (int k = 0; k < WALK_SCRATCH; k++) work[k] = scratch<T>(k + 1, sizes[k]);
     return work;
 }
+// The scratch arrays of walk_in for the largest of several layers (sizes: n_out, n_in of each).
+template <typename T> static T* const* layers_walk_work(long layers, long M, long b, const long* sizes) {
+    long work_sizes[WALK_SCRATCH] = {};
+    for (long l = 0; l < layers; l++) walk_scratch<T>(M, sizes[2 * l], sizes[2 * l + 1], b, most_threads(), work_sizes);
+    return walk_work<T>(work_sizes);
+}
 template <typename T> static void walk(long M, long n_out, long n_in, long b, T* W, T* G, const T* eta, T* d_eta,
                                        const T* d_act, const T* act_now, T* d_b, const T* a_now, T* d_a_now,
                                        const T* pre, const T* post, int oja, T* d_pre, T* d_post) {
-    long sizes[WALK_SCRATCH] = {};
-    walk_scratch<T>(M, n_out, n_in, b, most_threads(), sizes);
-    T* const* work = walk_work<T>(sizes);
+    const long sizes[2] = {n_out, n_in};
+    T* const* work = layers_walk_work<T>(1, M, b, sizes);
     #pragma omp parallel
     walk_in(M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, oja, d_pre, d_post, work);
 }
@@ -470,6 +475,20 @@ template <typename T> static void feedback_post_vjp(long Mb, long n, long n_t, c
     }
 }
 
+// The drivers' B_l^T (n_t, n_out) of every hidden layer, one after another in one scratch array; B_l is p[stride l + at] (null
+// at the output). feedback_room makes the room (outside a parallel region), transpose_feedback fills it (inside one; a barrier
+// after it).
+template <typename T> static T* feedback_room(long layers, const long* sizes, void* const* p, long stride, long at, long n_t) {
+    long size = 0;
+    for (long l = 0; l < layers; l++) if (p[stride * l + at]) size += n_t * sizes[2 * l];
+    return scratch<T>(8, size);
+}
+template <typename T> static void transpose_feedback(long layers, const long* sizes, void* const* p, long stride, long at, long n_t, T* Bt_all) {
+    for (long l = 0, off = 0; l < layers; l++)
+        if (p[stride * l + at]) { transpose_lifetimes((const T*)p[stride * l + at], 1, sizes[2 * l], n_t, Bt_all + off, sizes[2 * l]); off += n_t * sizes[2 * l]; }
+    #pragma omp barrier
+}
+
 // One step of the walk for all the plastic layers (fused_backward), in one parallel region: for each layer, top layer first,
 // walk (with the arguments of flp_walk), then the rule's part's postsynaptic backward: d_t += d_post at the output, and below it
 // the feedback term's backward (with the arguments of flp_feedback_post_vjp, d_act being the layer above's d_pre).
@@ -480,19 +499,12 @@ template <typename T> static void feedback_post_vjp(long Mb, long n, long n_t, c
 template <typename T> static void walk_steps(long layers, long M, long b, const long* sizes, void* const* p, const double* s, int linear,
                                              int oja, long n_t, const T* t, T* d_t) {
     const long Mb = M * b;
-    long work_sizes[WALK_SCRATCH] = {}, feedback_size = 0;
-    for (long l = 0; l < layers; l++) {
-        walk_scratch<T>(M, sizes[2 * l], sizes[2 * l + 1], b, most_threads(), work_sizes);
-        if (p[20 * l + 13]) feedback_size += n_t * sizes[2 * l];
-    }
-    T* const* work = walk_work<T>(work_sizes);
-    T* Bt_all = scratch<T>(8, feedback_size);                           // B_l^T (n_t, n_out) of every hidden layer, one after another
+    T* const* work = layers_walk_work<T>(layers, M, b, sizes);
+    T* Bt_all = feedback_room<T>(layers, sizes, p, 20, 13, n_t);
     #define P(l, k) ((T*)p[20 * (l) + (k)])
     #pragma omp parallel
     {
-        for (long l = 0, off = 0; l < layers; l++)
-            if (P(l, 13)) { transpose_lifetimes((const T*)P(l, 13), 1, sizes[2 * l], n_t, Bt_all + off, sizes[2 * l]); off += n_t * sizes[2 * l]; }
-        #pragma omp barrier
+        transpose_feedback(layers, sizes, p, 20, 13, n_t, Bt_all);
         for (long l = 0, off = 0; l < layers; l++) {
             const long n_out = sizes[2 * l], n_in = sizes[2 * l + 1];
             if (!P(l, 4) && !P(l, 10)) continue;                         // nothing to do for this layer
@@ -527,19 +539,12 @@ template <typename T> static void walk_steps(long layers, long M, long b, const 
 template <typename T> static void walk_span(long hi, long lo, long T_steps, long layers, long M, long b, const long* sizes, void* const* p,
                                             const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t) {
     const long Mb = M * b, n_h = sizes[2 * layers - 1];
-    long work_sizes[WALK_SCRATCH] = {}, feedback_size = 0;
-    for (long l = 0; l < layers; l++) {
-        walk_scratch<T>(M, sizes[2 * l], sizes[2 * l + 1], b, most_threads(), work_sizes);
-        if (p[14 * l + 5]) feedback_size += n_t * sizes[2 * l];
-    }
-    T* const* work = walk_work<T>(work_sizes);
-    T* Bt_all = scratch<T>(8, feedback_size);                           // B_l^T (n_t, n_out) of every hidden layer, one after another
+    T* const* work = layers_walk_work<T>(layers, M, b, sizes);
+    T* Bt_all = feedback_room<T>(layers, sizes, p, 14, 5, n_t);
     #define P(l, k) ((T*)p[14 * (l) + (k)])
     #pragma omp parallel
     {
-        for (long l = 0, off = 0; l < layers; l++)
-            if (P(l, 5)) { transpose_lifetimes((const T*)P(l, 5), 1, sizes[2 * l], n_t, Bt_all + off, sizes[2 * l]); off += n_t * sizes[2 * l]; }
-        #pragma omp barrier
+        transpose_feedback(layers, sizes, p, 14, 5, n_t, Bt_all);
         for (long tau = hi; tau >= lo; tau--) {
             const long now = (hi - tau) % 2, before = 1 - now;           // the buffers of dL/da(tau) and of dL/da(tau-1)
             #pragma omp for schedule(static)
@@ -578,9 +583,9 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
                     if (signal == 1) { for (long q = 0; q < n_t; q++) out[q] = -dt[q]; continue; }
                     const T* zk = z + k * n_t; T most = zk[0], total = 0, dot = 0;
                     for (long q = 1; q < n_t; q++) most = std::max(most, zk[q]);
-                    for (long q = 0; q < n_t; q++) total += std::exp(zk[q] - most);
-                    for (long q = 0; q < n_t; q++) dot += std::exp(zk[q] - most) / total * dt[q];
-                    for (long q = 0; q < n_t; q++) { const T pq = std::exp(zk[q] - most) / total; out[q] = -(pq * dt[q] - pq * dot); }
+                    for (long q = 0; q < n_t; q++) { out[q] = std::exp(zk[q] - most); total += out[q]; }
+                    for (long q = 0; q < n_t; q++) { out[q] /= total; dot += out[q] * dt[q]; }       // out = p
+                    for (long q = 0; q < n_t; q++) out[q] = -(out[q] * dt[q] - out[q] * dot);
                 }
             }
             // dL/dh(tau), complete once the bottom layer's forward part has added to it
@@ -609,19 +614,16 @@ template <typename T> static void forward_steps(long t0, long t1, long M, long b
                                                 const double* s, int keep, const T* h, const T* y, const std::int64_t* labels, int error,
                                                 int linear, int oja, T* largest) {
     const long Mb = M * b, n_t = sizes[2 * layers - 2], n_0 = sizes[1], bp = up(b, 2 * V<T>::L);
-    long widest_in = 0, widest_out = 0, feedback_size = 0;
+    long widest_in = 0, widest_out = 0;
     for (long l = 0; l < layers; l++) {
         widest_in = std::max(widest_in, up(sizes[2 * l + 1], 2 * V<T>::L)); widest_out = std::max(widest_out, up(sizes[2 * l], RB));
-        if (p[8 * l + 4]) feedback_size += n_t * sizes[2 * l];
     }
     T* at = scratch<T>(1, M * widest_in * bp); T* post_p = scratch<T>(2, Mb * widest_out); T* pre_p = scratch<T>(3, Mb * widest_in);
-    T* Bt_all = scratch<T>(4, feedback_size);                           // B_l^T (n_t, n_out) of every hidden layer, one after another
+    T* Bt_all = feedback_room<T>(layers, sizes, p, 8, 4, n_t);
     auto at_slot = [&](long l, int which, long tau) { return (T*)p[8 * l + 6 + which] + (keep ? tau : 0) * Mb * sizes[2 * l]; };
     #pragma omp parallel
     {
-        for (long l = 0, off = 0; l < layers; l++)
-            if (p[8 * l + 4]) { transpose_lifetimes((const T*)p[8 * l + 4], 1, sizes[2 * l], n_t, Bt_all + off, sizes[2 * l]); off += n_t * sizes[2 * l]; }
-        #pragma omp barrier
+        transpose_feedback(layers, sizes, p, 8, 4, n_t, Bt_all);
         for (long tau = t0; tau < t1; tau++) {
             const T* h_tau = h + tau * Mb * n_0;
             // a_l = phi(a_{l-1} W_l^T + b_l)
@@ -637,8 +639,8 @@ template <typename T> static void forward_steps(long t0, long t1, long M, long b
                     const long c = labels[tau * Mb + q];
                     T most = oq[0], total = 0;
                     for (long i = 1; i < n_t; i++) most = std::max(most, oq[i]);
-                    for (long i = 0; i < n_t; i++) total += std::exp(oq[i] - most);
-                    for (long i = 0; i < n_t; i++) tq[i] = T(i == c) - (error ? std::exp(oq[i] - most) / total : T(0));
+                    for (long i = 0; i < n_t; i++) { tq[i] = std::exp(oq[i] - most); total += tq[i]; }
+                    for (long i = 0; i < n_t; i++) tq[i] = T(i == c) - (error ? tq[i] / total : T(0));
                 } else {                                                 // t = y - y_hat, or y
                     const T* yq = y + (tau * Mb + q) * n_t;
                     for (long i = 0; i < n_t; i++) tq[i] = yq[i] - (error ? oq[i] : T(0));
