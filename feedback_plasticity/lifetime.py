@@ -153,7 +153,7 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     # ∂L/∂W|rule = G' - diag(d) E = G' ⊙ (1 - η̄ ⊙ d)
     return G - d * E, G * R, d_pre, d_post
 
-# %% ../nbs/03_lifetime.ipynb #ff7c48db
+# %% ../nbs/03_lifetime.ipynb #95d20e0a
 def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
                           d_posts: dict, names: list) -> tuple[dict, dict, dict]:
     "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
@@ -297,10 +297,10 @@ class ReversibleSteps(torch.autograd.Function):
                 'b': {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']},
                 # the learned meta-parameters of the postsynaptic terms (B, c, s)
                 'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and k.rstrip('0123456789') in ('B', 'c', 's')}}
-        # the walk's step: on the kernels (set up for this walk), compiled (which needs the closed-form backward of the
-        # postsynaptic terms; SGD's goes through autograd), or eager
-        step = (fused_steps()[1](theta, layers, cfg, k_eta, sums) if fused
-                else compiled_steps()[1] if cfg.meta.compile and rule.posts_vjp is not None else backward_step)
+        # the walk's step: compiled (which needs the closed-form backward of the postsynaptic terms; SGD's goes through
+        # autograd), or eager; on the kernels, spans of undone steps (set up for this walk)
+        step = compiled_steps()[1] if cfg.meta.compile and rule.posts_vjp is not None else backward_step
+        span = fused_steps()[1](theta, layers, cfg, k_eta) if fused else None
         need_h = ctx.needs_input_grad[1]
         d_h = torch.zeros_like(h) if need_h else None
         acts_at = lambda t: {first: h[:, t], **ctx.acts_seq[t]}                     # a_{n_frozen}..a_L of step t
@@ -326,14 +326,14 @@ class ReversibleSteps(torch.autograd.Function):
         while tau >= 0:
             if tau in ctx.boundaries: W = _owned(ctx.boundaries[tau]) if fused else ctx.boundaries[tau]   # W(τ) is stored: restart from it exactly
             start = (tau - 1) - (tau - 1) % every if tau > 0 else None                 # the chunk of step τ-1
-            if fused and tau > 0 and chunk_undoable[start]:
-                # on the kernels, steps τ .. start+1 in one call (then τ = start, where W(start) is stored)
-                d_acts = step.span(W, G, d_acts, tau, start + 1, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], first)
-                tau = start
+            if fused and (tau == 0 or chunk_undoable[start]):
+                # on the kernels, steps τ .. start+1 in one call (then τ = start, where W(start) is stored), or τ = 0
+                d_acts = span(W, G, d_acts, tau, start + 1 if tau else 0, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], first)
+                tau = start if tau else -1
                 continue
             W_earlier = None if tau == 0 or chunk_undoable[start] else replayed(tau - 1)
-            # the first and last τ (and replayed chunks) have other inputs: eager, not compiled again for them (the fused steps take all)
-            run = step if fused or (0 < tau < T and W_earlier is None) else backward_step
+            # the first and last τ (and replayed chunks) have other inputs: eager, not compiled again for them
+            run = step if 0 < tau < T and W_earlier is None else backward_step
             W, G, d_acts, sums, d_h_tau = run(theta, W, G, d_acts, acts_at(tau) if tau < T else None,
                                               acts_at(tau - 1) if tau > 0 else None, ctx.posts_seq[tau - 1] if tau > 0 else None,
                                               y[:, tau - 1] if tau > 0 else None, layers, cfg, k_eta, sums, first, need_h, W_earlier)
@@ -375,7 +375,7 @@ def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, l
     return {f'W{l}': w for l, w in W.items()}
 
 def fused_steps() -> tuple:
-    "`fused_forward_steps` (all the forward steps), `fused_backward` (a walk's `backward_step`) and `release_step_buffers` from the kernels notebook, which imports this module."
+    "`fused_forward_steps` (all the forward steps), `fused_backward` (spans of the walk's undone steps) and `release_step_buffers` from the kernels notebook, which imports this module."
     from feedback_plasticity.kernels import fused_forward_steps, fused_backward, release_step_buffers
     return fused_forward_steps, fused_backward, release_step_buffers
 
