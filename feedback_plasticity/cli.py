@@ -14,7 +14,8 @@ from .datasets import DatasetError
 from .core import CheckpointError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'parse_overrides', 'make_parser', 'analyze_command', 'start_distributed', 'main']
+__all__ = ['COMMANDS', 'parse_overrides', 'make_parser', 'curve_command', 'evaluate_command', 'analyze_command',
+           'start_distributed', 'main']
 
 # %% ../nbs/08_cli.ipynb #58e4f83d
 def parse_overrides(pairs: list[str], exp):
@@ -79,7 +80,53 @@ def make_parser() -> argparse.ArgumentParser:
     analyze.add_argument('run_dir', type=Path, metavar='RUN_DIR', help='a run directory of flp sine, flp ablate or flp omniglot')
     analyze.add_argument('--runs', type=int, default=20, help='lifetimes to trace per learner (default: 20)')
     analyze.add_argument('--batch', type=int, default=10, help='lifetimes traced at once; memory grows with it (default: 10)')
+    curve = sub.add_parser('curve', help="meta-train to the paper's length (20,000 sine or 40,000 Omniglot meta-steps) in resumable chunks, "
+                                         "keeping every learner's meta-parameters at milestones",
+                           description="Meta-train every learner of a long run in chunks (each ends in a checkpoint; --resume continues), "
+                                       "keeping the meta-parameters at each milestone under RUN_DIR/learners/<id>/; then evaluate "
+                                       "every milestone (flp evaluate RUN_DIR).")
+    curve.add_argument('kind', choices=['sine', 'omniglot'], help='the task')
+    curve.add_argument('overrides', nargs='*', metavar='NAME=VALUE', help='override a field, e.g. learners=flp_oja,oml (see --list)')
+    curve.add_argument('--preset', default='cpu', choices=['tiny', 'cpu'], help="'cpu' (default: the paper's length on a CPU-sized network) or 'tiny' (seconds)")
+    curve.add_argument('--milestones', default=None, help='meta-steps at which to keep the meta-parameters, comma-separated '
+                                                          '(default: 0,100,300,1000,3000,10000 and 20000 for sine, 40000 for Omniglot)')
+    curve.add_argument('--data', default=None, help='omniglot: a folder of the official zips or extracted folders, or one zip')
+    curve.add_argument('--run-dir', type=Path, default=None, help='where to write the run (default: runs/curve-<kind>-<preset>-<time>)')
+    curve.add_argument('--resume', action='store_true', help='continue the run in --run-dir (learners may be added)')
+    curve.add_argument('--device', default=None, help="'auto' (default), 'cpu', 'cuda', ...")
+    curve.add_argument('--list', action='store_true', help='list every field that can be overridden, with its value, and exit')
+    evaluate = sub.add_parser('evaluate', help='evaluate every milestone of a long run (flp curve) and write its tables and figures',
+                              description="Evaluate each learner's kept meta-parameters at every milestone on the full protocol (sine: "
+                                          "continual and iid streams; Omniglot: 5-way 5-shot and class-incremental streams), without "
+                                          "retraining; write RUN_DIR/curve_results.json, curve.md, curve.png and per_task.png.")
+    evaluate.add_argument('run_dir', type=Path, metavar='RUN_DIR', help='a run directory of flp curve')
     return parser
+
+def curve_command(args, parser, argv: list[str]) -> int:
+    "`flp curve KIND`: `train_curve` on `curve_preset(KIND, --preset)` with the overrides; bad input in one line, exit code 2."
+    from feedback_plasticity.curves import curve_preset, train_curve
+    given = ([f'device={args.device}'] if args.device else []) + ([f'task.data_root={args.data}'] if args.data else [])
+    try:
+        exp = parse_overrides(args.overrides + given, curve_preset(args.kind, args.preset))
+        milestones = [int(m) for m in args.milestones.split(',')] if args.milestones else None
+    except ValueError as e: parser.error(str(e))
+    if args.list:
+        for name, value in flat_fields(exp).items(): print(f"{name.removeprefix('config.')}={value}")
+        return 0
+    if args.resume and args.run_dir is None: parser.error("--resume needs --run-dir (the run to continue)")
+    run_dir = args.run_dir or Path('runs') / f"curve-{args.kind}-{args.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    try: train_curve(exp, run_dir, milestones, resume=args.resume, command='flp ' + shlex.join(argv))
+    except (ValueError, DatasetError, CheckpointError) as e: parser.exit(2, f"flp curve: error: {e}\n")
+    print(f"run directory: {run_dir}; evaluate it with: flp evaluate {run_dir}")
+    return 0
+
+def evaluate_command(args, parser, argv: list[str]) -> int:
+    "`flp evaluate RUN_DIR`: `evaluate_curve`, with bad input reported in one line and exit code 2."
+    from feedback_plasticity.curves import evaluate_curve
+    try: evaluate_curve(args.run_dir)
+    except (FileNotFoundError, ValueError, DatasetError, CheckpointError) as e: parser.exit(2, f"flp evaluate: error: {e}\n")
+    print(f"tables: {args.run_dir / 'curve.md'}, figures: {args.run_dir / 'curve.png'}, {args.run_dir / 'per_task.png'}")
+    return 0
 
 def analyze_command(args, parser, argv: list[str]) -> int:
     "`flp analyze RUN_DIR`: `analyze_run`, with bad input reported in one line and exit code 2."
@@ -104,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command == 'analyze': return analyze_command(args, parser, argv)
+    if args.command == 'curve': return curve_command(args, parser, argv)
+    if args.command == 'evaluate': return evaluate_command(args, parser, argv)
     start_distributed(args.device)
     spec = COMMANDS[args.command]
     given = ([f'device={args.device}'] if args.device else []) + ([f'task.data_root={args.data}'] if getattr(args, 'data', None) else [])

@@ -111,8 +111,9 @@ def stream_loss(n_runs: int = 10, order: str = 'continual', seed: int = 999) -> 
     "The score of a regression learner for `search_learning_rate`: its mean final loss on `n_runs` held-out episodes."
     return lambda learner: evaluate_stream(learner, n_runs, order, seed).final.mean().item()
 
-def pretrain(cfg: Config, steps: int, batch_lifetimes: int, lr: float = 1e-3, seed: int = 0) -> dict:
-    "Meta-parameters trained by plain supervised learning on `pretraining_batch`es (no lifetimes): sine points, or images labelled by class."
+def pretrain(cfg: Config, steps: int, batch_lifetimes: int, lr: float = 1e-3, seed: int = 0,
+             after_step: Callable[[int, dict], None] | None = None) -> dict:
+    "Meta-parameters trained by plain supervised learning on `pretraining_batch`es (no lifetimes): sine points, or images labelled by class; `after_step(steps_done, theta)` sees each step's result."
     device = get_device(cfg.device)
     theta = init_theta(cfg, torch.Generator().manual_seed(seed), device)
     weights = [v for k, v in theta.items() if k[0] in 'Wb']
@@ -122,6 +123,7 @@ def pretrain(cfg: Config, steps: int, batch_lifetimes: int, lr: float = 1e-3, se
         y_hat = plastic_forward(theta, initial_fast(theta, layers, batch_lifetimes), represent(theta, x, layers), layers)[layers[-1].index]
         loss = task_loss(y_hat, y, cfg.signal.task).mean()
         optimizer.zero_grad(); loss.backward(); optimizer.step()
+        if after_step is not None: after_step(step + 1, theta)
     return {k: v.detach() for k, v in theta.items()}
 
 # %% ../nbs/06_continual.ipynb #5f88f173

@@ -26,6 +26,7 @@ class NetConfig:
     dense_widths: tuple[int, ...] = (40, 40, 1)  # widths of the dense layers; the last is the output
     n_frozen: int = 0                      # the first `n_frozen` layers do not change within a lifetime
     zero_output: bool = False              # start the output layer's weights $W_L$ at 0 (an empty associative readout) instead of random
+    output_gain: float = 1.0               # the output layer's initial weights have std $\sqrt{\text{gain}/\text{fan\_in}}$: 1 (LeCun), or 2 (the authors: He, like every hidden layer)
 
 @dataclass
 class FeedbackConfig:
@@ -34,7 +35,8 @@ class FeedbackConfig:
     strength_init: float = 0.5    # initial feedback strength $s_\ell$ of every plastic hidden layer
     strength_learned: bool = True # meta-learn $s_\ell$; `False` keeps it fixed at `strength_init`
     B_learned: bool = True        # meta-learn $B_\ell, c_\ell$; `False` is fixed random feedback (DFA style)
-    B_scale: float = 1.0          # $B_\ell$ starts as N(0, B_scale^2 / n_out of the output layer)
+    B_scale: float = 1.0          # $B_\ell$ starts as N(0, B_scale^2 / n_out of the output layer) (the authors: $\sqrt 2$)
+    output: bool = False          # the output layer learns through a feedback pathway of its own too: $\tilde a_L = s_L \phi_B(B_L t + c_L) + (1-s_L)\hat y$ (the authors' regression learner); False: $\tilde a_L = t$
 
 @dataclass
 class PlasticityConfig:
@@ -55,6 +57,7 @@ class SignalConfig:
     kind: Literal['error', 'target'] = 'error'  # $t = y - \hat y$ (or onehot - softmax), or $t = y$ (or onehot)
     task: Literal['regression', 'classification'] = 'regression'  # output is a value (MSE) or class logits (cross-entropy)
     meta_grad: bool = True        # let meta-gradients flow through $t$ (else $t$ is detached)
+    batch_mean: bool = False      # classification error signal divided by the minibatch size $b$ (the mean cross-entropy's gradient, as the authors have it); only matters if $b > 1$
 
 @dataclass
 class TaskConfig:
@@ -65,6 +68,7 @@ class TaskConfig:
     batch: int = 32               # examples per inner step ($b$)
     query_per_task: int = 32      # query examples per task, for the meta-loss
     order: Literal['continual', 'iid'] = 'continual'  # tasks one after another, or all shuffled
+    iid_unit: Literal['example', 'minibatch'] = 'example'  # what an iid sine episode shuffles: single points (each minibatch mixes functions), or whole one-function minibatches (the authors)
     image_size: int = 84          # side of the square images (classification): 84 (paper) or 28 (fast)
     data_root: str = ''           # the data (classification): a folder or zip; '' = the package's data folder (Omniglot downloads there)
     query_loss: Literal['all', 'episode'] = 'all'  # classification meta-loss: cross-entropy over all output units (the authors'), or among the episode's classes (N-way)
@@ -128,7 +132,15 @@ def _paper_omniglot() -> Config:
                   # 25-step lifetimes: plain autograd and the reversible walk cost the same here (2-core CPU, one thread: 1.49 s and 1.44 s CPU per lifetime, 95% of it the frozen convs); autograd stores 25 small steps
                   meta=MetaConfig(lr_weights=1e-4, lr_feedback=1e-4, lr_eta=1e-5, lr_strength=1e-4, steps=40000, lifetime_backward='autograd'))
 
-PRESETS = {'tiny': _tiny, 'paper_sine': _paper_sine, 'paper_omniglot': _paper_omniglot}
+def _authors(cfg: Config) -> Config:
+    "`cfg` with the four choices of the authors' code that differ from the package's defaults (each documented where it lives)."
+    cfg.net.output_gain, cfg.feedback.B_scale = 2.0, 2 ** 0.5           # He-normal output layer; B with std sqrt(2 / n_t)
+    cfg.task.iid_unit, cfg.signal.batch_mean = 'minibatch', True         # iid sine shuffles whole minibatches; t / b (classification)
+    cfg.feedback.output = cfg.signal.task == 'regression'                # their regression output learns through feedback of its own
+    return cfg
+
+PRESETS = {'tiny': _tiny, 'paper_sine': _paper_sine, 'paper_omniglot': _paper_omniglot,
+           'authors_sine': lambda: _authors(_paper_sine()), 'authors_omniglot': lambda: _authors(_paper_omniglot())}
 
 def preset(name: str) -> Config:
     "A fresh `Config` for the preset `name` (one of `PRESETS`)."

@@ -21,15 +21,16 @@ from .tasks import task_classes, make_episode, make_oml_episode
 
 # %% auto #0
 __all__ = ['SINE_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS', 'SineExperiment',
-           'sine_preset', 'learner_config', 'oml_config', 'training_episodes', 'search_and_record', 'make_learner',
-           'run_sine', 'open_run_dir', 'ablation_preset', 'ClassificationExperiment', 'classification_preset',
-           'omniglot_preset', 'miniimagenet_preset', 'run_classification']
+           'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes', 'search_and_record',
+           'make_learner', 'run_sine', 'open_run_dir', 'ablation_preset', 'ClassificationExperiment',
+           'classification_preset', 'omniglot_preset', 'miniimagenet_preset', 'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
 SINE_LEARNERS = {
     'flp_oja': 'FLP (Oja)', 'flp_hebb': 'FLP (Hebb)', 'oml': 'OML', 'no_feedback': 'FLP, no feedback',
     'random_feedback': 'FLP, fixed random feedback', 'pretrain_sgd': 'pretrain + SGD', 'scratch_sgd': 'scratch SGD',
-    'flp_oja_authors': "FLP (Oja), authors' eta",
+    'flp_oja_authors': "FLP (Oja), authors' eta", 'flp_authors': "FLP, authors' mode",
+    'flp_authors_no_feedback': "FLP, authors' mode, no feedback",
 }
 ABLATIONS = {
     'eta_neuron': 'FLP, one η per neuron', 'eta_layer': 'FLP, one η per layer', 'target_signal': 'FLP, target signal',
@@ -90,6 +91,8 @@ def learner_config(exp, learner_id: str) -> Config:
         'output_only': lambda: override(cfg, **{'net.n_frozen': len(cfg.net.conv_channels) + len(cfg.net.dense_widths) - 1}),
         'flp_oja_authors': lambda: override(cfg, **{'plasticity.rule': 'oja', 'plasticity.eta_bound': 0.0, 'plasticity.normalize_pre': False,
                                                     'plasticity.eta_init': 0.0, 'meta.lr_eta': 1e-8}),
+        'flp_authors': lambda: authors_mode(cfg),
+        'flp_authors_no_feedback': lambda: override(authors_mode(cfg), **{'feedback.strength_init': 0.0, 'feedback.strength_learned': False}),
         'oml': lambda: oml_config(exp),
         'pretrain_sgd': lambda: sgd_variant(cfg, exp.oml_lr, exp.oml_plastic_layers),
         'scratch_sgd': lambda: sgd_variant(cfg, exp.oml_lr),
@@ -97,6 +100,16 @@ def learner_config(exp, learner_id: str) -> Config:
     if learner_id not in variants:
         raise ValueError(f"unknown learner {learner_id!r}; choose from {list(LEARNER_NAMES)}")
     return variants[learner_id]()
+
+def authors_mode(cfg: Config) -> Config:
+    "`cfg`'s network, task and meta-training length, with everything else as the authors' code has it for that task (preset `authors_sine` or `authors_omniglot`): rule, signal, feedback, initialisation and meta learning rates."
+    paper = preset('authors_sine' if cfg.signal.task == 'regression' else 'authors_omniglot')
+    net = replace(cfg.net, output_gain=paper.net.output_gain, zero_output=False)
+    task = replace(cfg.task, iid_unit=paper.task.iid_unit, query_loss='all')
+    length = ('meta_batch', 'steps', 'lr_decay_every', 'lr_decay', 'lifetime_backward', 'lifetime_chunk', 'compile', 'fused', 'cuda_graph',
+              'checkpoint_every', 'eval_every', 'eval_lifetimes')
+    meta = replace(paper.meta, **{k: getattr(cfg.meta, k) for k in length})
+    return replace(paper, net=net, task=task, meta=meta, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
 
 def oml_config(exp) -> Config:
     "OML's config: SGD on the last `oml_plastic_layers` layers at `oml_lr`; with its own episode (`oml_episode`), class after class and a meta-loss over all output units."
@@ -178,7 +191,7 @@ def open_run_dir(exp, run_dir, resume: bool, command: str | None) -> Path | None
     if world()[0] != 0: return run_dir                                       # data parallel: rank 0 writes
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / 'config.json'
-    if resume and saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(config_to_dict(exp)):
+    if resume and saved.exists() and _comparable(_with_defaults(json.loads(saved.read_text()), type(exp))) != _comparable(config_to_dict(exp)):
         raise ValueError(f"{run_dir} holds a run of a different experiment (only meta.steps and device may change on resume); "
                          f"resume with the same settings or choose a new --run-dir")
     saved.write_text(json.dumps(config_to_dict(exp), indent=1))
@@ -200,6 +213,10 @@ def _train_all(exp, run_dir, resume: bool, progress: bool, log: Callable) -> lis
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
         futures = [pool.submit(_train_one, config_to_dict(exp), type(exp), i, run_dir, resume) for i in exp.learners]
         return [future.result() for future in futures]
+
+def _with_defaults(saved: dict, kind: type) -> dict:
+    "A saved experiment dict with every field added to the package since then at its default value."
+    return config_to_dict(config_from_dict(saved, kind))
 
 def _comparable(experiment: dict) -> dict:
     "An experiment dict without the fields that may change when a run is resumed (meta.steps, device, workers)."

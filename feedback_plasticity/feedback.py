@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from .core import Config, NetConfig, get_dtype
 
 # %% auto #0
-__all__ = ['Layer', 'build_layers', 'uses_feedback', 'eta_shape', 'init_theta', 'count_params', 'frozen_forward', 'represent',
-           'initial_fast', 'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal', 'feedback_posts',
-           'feedback_posts_vjp', 'teaching_signal_vjp']
+__all__ = ['Layer', 'build_layers', 'uses_feedback', 'has_feedback', 'eta_shape', 'init_theta', 'count_params', 'frozen_forward',
+           'represent', 'initial_fast', 'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal',
+           'feedback_posts', 'feedback_posts_vjp', 'teaching_signal_vjp']
 
 # %% ../nbs/01_feedback.ipynb #1f9c68b7
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ def uses_feedback(cfg: Config) -> bool:
     "Whether the rule is driven by feedback pathways (Hebb, Oja) rather than backprop ('sgd')."
     return cfg.plasticity.rule != 'sgd'
 
+def has_feedback(layer: Layer, cfg: Config) -> bool:
+    "Whether plastic `layer` has a feedback pathway $(B_\\ell, c_\\ell, s_\\ell)$: every hidden one, and the output with `feedback.output` (regression only)."
+    if cfg.feedback.output and cfg.signal.task != 'regression':
+        raise ValueError("feedback.output=true is the authors' regression learner; a classification output layer learns from t "
+                         "itself (in their code too): set feedback.output=false")
+    return uses_feedback(cfg) and (not layer.output or cfg.feedback.output)
+
 def eta_shape(layer: Layer, granularity: str) -> tuple:
     "Shape of $\\eta_\\ell$: per synapse `(n_out, n_in)`, per neuron `(n_out, 1)`, per layer `()`."
     return {'synapse': (layer.n_out, layer.n_in), 'neuron': (layer.n_out, 1), 'layer': ()}[granularity]
@@ -89,7 +96,7 @@ def init_theta(cfg: Config, generator: torch.Generator | None = None, device=Non
         theta[name] = value.to(device).requires_grad_(learned)
     for layer in layers:
         l, fan_in = layer.index, math.prod(layer.weight_shape[1:])
-        gain = 1.0 if layer.output else 2.0
+        gain = cfg.net.output_gain if layer.output else 2.0
         # He (hidden) or LeCun (output) initialisation; the output layer may start empty
         scale = 0.0 if layer.output and cfg.net.zero_output else math.sqrt(gain / fan_in)
         add(f'W{l}', randn(*layer.weight_shape) * scale, True)
@@ -97,7 +104,7 @@ def init_theta(cfg: Config, generator: torch.Generator | None = None, device=Non
         if layer.plastic:
             eta = cfg.plasticity.eta_init + (cfg.plasticity.eta_init_output if layer.output else 0.0)
             add(f'eta{l}', torch.full(eta_shape(layer, cfg.plasticity.eta_shape), eta_parameter(eta, cfg), dtype=dtype), cfg.plasticity.eta_learned)
-        if layer.plastic and not layer.output and uses_feedback(cfg):
+        if layer.plastic and has_feedback(layer, cfg):
             add(f'B{l}', randn(layer.n_out, n_output) * (cfg.feedback.B_scale / math.sqrt(n_output)), cfg.feedback.B_learned)
             add(f'c{l}', torch.zeros(layer.n_out, dtype=dtype), cfg.feedback.B_learned)
             add(f's{l}', torch.tensor(cfg.feedback.strength_init, dtype=dtype), cfg.feedback.strength_learned)
@@ -163,6 +170,9 @@ def teaching_signal(y_hat: torch.Tensor, y: torch.Tensor, signal) -> torch.Tenso
         # t = y - y_hat (regression), t = onehot(y) - softmax(z) (classification)
         prediction = torch.softmax(y_hat, -1) if signal.task == 'classification' else y_hat
         t = target - prediction                                               # (M, b, n_out)
+        if signal.batch_mean and signal.task == 'classification':
+            # t = (onehot(y) - softmax(z)) / b: the gradient of the minibatch's mean cross-entropy (the authors)
+            t = t / t.shape[-2]
     else:
         # t = y or onehot(y)
         t = target                                                            # (M, b, n_out)
@@ -183,7 +193,7 @@ def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
     for layer in layers:
         l = layer.index
         if not layer.plastic: continue
-        if layer.output:
+        if not has_feedback(layer, cfg):
             # a~_L = t
             posts[l] = t
         else:
@@ -198,12 +208,12 @@ def feedback_posts_vjp(theta: dict, acts: dict, y: torch.Tensor, layers: list[La
     "Backward of `feedback_posts` for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({l: ∂L/∂a_l}, {'B7': ∂L/∂B_7, ...})` (no graph)."
     L = layers[-1].index
     t = teaching_signal(acts[L], y, cfg.signal).detach()                                 # (M, b, n_L)
-    # t̄ = ā~_L + Σ_l ū_l B_l
-    d_t = d_posts[L].clone() if L in d_posts else torch.zeros_like(t)                    # (M, b, n_L)
+    # t̄ = ā~_L (if a~_L = t) + Σ_l ū_l B_l
+    d_t = d_posts[L].clone() if L in d_posts and not has_feedback(layers[-1], cfg) else torch.zeros_like(t)   # (M, b, n_L)
     d_acts, d_meta = {}, {}
     for layer in layers:
         l = layer.index
-        if not layer.plastic or layer.output: continue
+        if not layer.plastic or not has_feedback(layer, cfg): continue
         s, B, d_post = theta[f's{l}'], theta[f'B{l}'], d_posts[l]
         # u_l = B_l t + c_l, f_l = φ_B(u_l)
         u = F.linear(t, B, theta[f'c{l}'])                                               # (M, b, n_l)
@@ -219,13 +229,16 @@ def feedback_posts_vjp(theta: dict, acts: dict, y: torch.Tensor, layers: list[La
         d_meta[f'c{l}'] = d_u.sum((0, 1))                                                # (n_l,)
         d_t += d_u @ B                                                                   # (M, b, n_L)
     d_y_hat = teaching_signal_vjp(acts[L], d_t, cfg.signal)
-    if d_y_hat is not None: d_acts[L] = d_y_hat
+    # ā_L: through t, and (with feedback into the output) through a~_L's (1 - s_L) ŷ
+    if d_y_hat is not None: d_acts[L] = d_acts[L] + d_y_hat if L in d_acts else d_y_hat
     return d_acts, d_meta
 
 def teaching_signal_vjp(y_hat: torch.Tensor, d_t: torch.Tensor, signal) -> torch.Tensor | None:
     "Backward of `teaching_signal` for $\\bar t$ = `d_t`: $\\partial\\mathcal L/\\partial\\hat y$ (of the logits, for classification), or None where $t$ does not depend on $\\hat y$ (a target signal, or `meta_grad=False`)."
     if signal.kind != 'error' or not signal.meta_grad: return None
     if signal.task == 'classification':
+        # t = (onehot - p) / b with `batch_mean`: t̄ / b in place of t̄
+        if signal.batch_mean: d_t = d_t / d_t.shape[-2]
         p = torch.softmax(y_hat, -1)                                                     # (M, b, n_L)
         # z̄ = -(p ⊙ t̄ - p (p · t̄))
         return -(p * d_t - p * (p * d_t).sum(-1, keepdim=True))

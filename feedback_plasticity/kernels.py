@@ -14,7 +14,8 @@ from .feedback import Layer
 # %% auto #0
 __all__ = ['KERNEL_SOURCE', 'FLAGS', 'KERNEL_ARGUMENTS', 'KernelBuildError', 'kernel_cache', 'find_compiler', 'build_kernels',
            'load_library', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
-           'fused_feedback_post_vjp_', 'step_buffer', 'release_step_buffers', 'fused_forward_steps', 'fused_backward']
+           'fused_feedback_post_vjp_', 'step_buffer', 'release_step_buffers', 'teaching_scale', 'fused_forward_steps',
+           'fused_backward']
 
 # %% ../nbs/03a_kernels.ipynb #7d8f7c90
 KERNEL_SOURCE = r"""
@@ -500,11 +501,14 @@ template <typename T> static void transpose_feedback(long layers, const long* si
 // d_h (M, T, b, n_in) its gradient at every step, both null if not needed. signal: how t depends on the output (0: not,
 // 1: t = y - y_hat, 2: t = onehot(y) - softmax(z)); d_t: a buffer (M b n_t). T_steps: T (at tau = T there is no forward part).
 template <typename T> static void walk_span(long hi, long lo, long T_steps, long layers, long M, long b, const long* sizes, void* const* p,
-                                            const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t) {
+                                            const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t,
+                                            const T* t_all, T t_scale) {
     const long Mb = M * b, n_h = sizes[2 * layers - 1];
     T* const* work = layers_walk_work<T>(layers, M, b, sizes);
     T* Bt_all = feedback_room<T>(layers, sizes, p, 14, 5, n_t);
     #define P(l, k) ((T*)p[14 * (l) + (k)])
+    const bool out_feedback = p[5] != nullptr;                               // the output layer has B_L: its a~_L is not t
+    const T* t_seq = out_feedback ? t_all : P(0, 11);                        // t at every step (T, M, b, n_t)
     #pragma omp parallel
     {
         transpose_feedback(layers, sizes, p, 14, 5, n_t, Bt_all);
@@ -517,7 +521,7 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
                 const bool output = l == 0, bottom = l == layers - 1;
                 // the forward pass's backward of step tau: at tau < T, if dL/da_l(tau) exists (at the output: if t depends on it);
                 // the rule's backward of step tau-1: at tau > 0
-                const bool forward_part = tau < T_steps && (!output || signal), rule_part = tau > 0;
+                const bool forward_part = tau < T_steps && (!output || signal || out_feedback), rule_part = tau > 0;
                 if (!forward_part && !rule_part) continue;               // nothing to do for this layer
                 // step tau's and tau-1's activities: the layer's output (a_l, post_l) and its input (a_{l-1}, or h)
                 const T* out_now = forward_part ? P(l, 10) + tau * Mb * n_out : nullptr;
@@ -532,11 +536,16 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
                         rule_part ? P(l, 12) : nullptr, work);
                 #pragma omp barrier
                 if (!rule_part) continue;
-                if (output) {                                            // d_t += d_post (rows split as in the feedback backward)
+                if (output && !out_feedback) {                           // d_t += d_post (rows split as in the feedback backward)
                     #pragma omp for schedule(static) nowait
                     for (long k = 0; k < Mb; k++) for (long q = 0; q < n_t; q++) d_t[k * n_t + q] += P(l, 12)[k * n_t + q];
                 } else {                                                 // the feedback term's backward; d_act: dL/da_l(tau-1)
-                    feedback_post_vjp_in(Mb, n_out, n_t, P(0, 11) + (tau - 1) * Mb * n_t, Bt_all + off, (const T*)P(l, 6), T(s[l]), linear,
+                    if (output) {                                        // no layer above starts dL/da_L(tau-1): it starts at 0
+                        T* d_out = dA_out + before * Mb * n_out;
+                        #pragma omp for schedule(static)
+                        for (long q = 0; q < Mb * n_out; q++) d_out[q] = 0;
+                    }
+                    feedback_post_vjp_in(Mb, n_out, n_t, t_seq + (tau - 1) * Mb * n_t, Bt_all + off, (const T*)P(l, 6), T(s[l]), linear,
                                          out_before, P(l, 12), dA_out + before * Mb * n_out, P(l, 7), P(l, 8), P(l, 9), d_t);
                     off += n_t * n_out;
                 }
@@ -548,12 +557,12 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
                 #pragma omp for schedule(static) nowait
                 for (long k = 0; k < Mb; k++) {
                     const T* dt = d_t + k * n_t; T* out = dA_L + k * n_t;
-                    if (signal == 1) { for (long q = 0; q < n_t; q++) out[q] = -dt[q]; continue; }
+                    if (signal == 1) { for (long q = 0; q < n_t; q++) out[q] = (out_feedback ? out[q] : T(0)) - dt[q]; continue; }   // (+ the feedback part)
                     const T* zk = z + k * n_t; T most = zk[0], total = 0, dot = 0;
                     for (long q = 1; q < n_t; q++) most = std::max(most, zk[q]);
                     for (long q = 0; q < n_t; q++) { out[q] = std::exp(zk[q] - most); total += out[q]; }
                     for (long q = 0; q < n_t; q++) { out[q] /= total; dot += out[q] * dt[q]; }       // out = p
-                    for (long q = 0; q < n_t; q++) out[q] = -(out[q] * dt[q] - out[q] * dot);
+                    for (long q = 0; q < n_t; q++) out[q] = -t_scale * (out[q] * dt[q] - out[q] * dot);
                 }
             }
             // dL/dh(tau), complete once the bottom layer's forward part has added to it
@@ -580,7 +589,7 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
 // output for classification), else t = target. largest (T, layers), zero on entry, or null: max |eta d| per step and layer.
 template <typename T> static void forward_steps(long t0, long t1, long M, long b, long layers, const long* sizes, void* const* p,
                                                 const double* s, int keep, const T* h, const T* y, const std::int64_t* labels, int error,
-                                                int linear, int oja, T* largest) {
+                                                int linear, int oja, T* largest, T* t_all, T t_scale) {
     const long Mb = M * b, n_t = sizes[2 * layers - 2], n_0 = sizes[1], bp = up(b, 2 * V<T>::L);
     long widest_in = 0, widest_out = 0;
     for (long l = 0; l < layers; l++) {
@@ -598,8 +607,8 @@ template <typename T> static void forward_steps(long t0, long t1, long M, long b
             for (long l = 0; l < layers; l++)
                 affine_in(M, sizes[2 * l], sizes[2 * l + 1], b, (const T*)p[8 * l], l ? at_slot(l - 1, 0, tau) : h_tau, (const T*)p[8 * l + 1],
                           int(l < layers - 1), at_slot(l, 0, tau), at);
-            // the teaching signal t = post_L
-            T* t = at_slot(layers - 1, 1, tau); const T* out = at_slot(layers - 1, 0, tau);
+            // the teaching signal t: post_L, or (the output layer has feedback of its own) its own buffer t_all (S, M, b, n_t)
+            T* t = t_all ? t_all + (keep ? tau : 0) * Mb * n_t : at_slot(layers - 1, 1, tau); const T* out = at_slot(layers - 1, 0, tau);
             #pragma omp for schedule(static)
             for (long q = 0; q < Mb; q++) {
                 T* tq = t + q * n_t; const T* oq = out + q * n_t;
@@ -608,13 +617,13 @@ template <typename T> static void forward_steps(long t0, long t1, long M, long b
                     T most = oq[0], total = 0;
                     for (long i = 1; i < n_t; i++) most = std::max(most, oq[i]);
                     for (long i = 0; i < n_t; i++) { tq[i] = std::exp(oq[i] - most); total += tq[i]; }
-                    for (long i = 0; i < n_t; i++) tq[i] = T(i == c) - (error ? tq[i] / total : T(0));
+                    for (long i = 0; i < n_t; i++) tq[i] = t_scale * (T(i == c) - (error ? tq[i] / total : T(0)));   // t_scale: 1, or 1/b
                 } else {                                                 // t = y - y_hat, or y
                     const T* yq = y + (tau * Mb + q) * n_t;
                     for (long i = 0; i < n_t; i++) tq[i] = yq[i] - (error ? oq[i] : T(0));
                 }
             }
-            // post_l = s_l phi_B(t B_l^T + c_l) + (1 - s_l) a_l, below the output
+            // post_l = s_l phi_B(t B_l^T + c_l) + (1 - s_l) a_l, below the output (and at the output, if it has B_L)
             for (long l = 0, off = 0; l < layers; l++)
                 if (p[8 * l + 4]) {
                     feedback_post_in(Mb, sizes[2 * l], n_t, t, Bt_all + off, (const T*)p[8 * l + 5], T(s[l]), linear, at_slot(l, 0, tau), at_slot(l, 1, tau));
@@ -645,11 +654,13 @@ extern "C" void flp_feedback_post_vjp_##S(long Mb, long n, long n_t, const T* t,
                                           const T* d_post, T* d_act, T* d_s, T* d_B, T* d_c, T* d_t) { \
     feedback_post_vjp<T>(Mb, n, n_t, t, B, c, T(s), linear, act, d_post, d_act, d_s, d_B, d_c, d_t); } \
 extern "C" void flp_forward_steps_##S(long t0, long t1, long M, long b, long layers, const long* sizes, void* const* p, const double* s, \
-                                      int keep, const T* h, const T* y, const std::int64_t* labels, int error, int linear, int oja, T* largest) { \
-    forward_steps<T>(t0, t1, M, b, layers, sizes, p, s, keep, h, y, labels, error, linear, oja, largest); } \
+                                      int keep, const T* h, const T* y, const std::int64_t* labels, int error, int linear, int oja, T* largest, \
+                                      T* t_all, double t_scale) { \
+    forward_steps<T>(t0, t1, M, b, layers, sizes, p, s, keep, h, y, labels, error, linear, oja, largest, t_all, T(t_scale)); } \
 extern "C" void flp_walk_span_##S(long hi, long lo, long T_steps, long layers, long M, long b, const long* sizes, void* const* p, \
-                                  const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t) { \
-    walk_span<T>(hi, lo, T_steps, layers, M, b, sizes, p, h, dA_h, d_h, s, linear, oja, n_t, signal, d_t); }
+                                  const T* h, T* dA_h, T* d_h, const double* s, int linear, int oja, long n_t, int signal, T* d_t, \
+                                  const T* t_all, double t_scale) { \
+    walk_span<T>(hi, lo, T_steps, layers, M, b, sizes, p, h, dA_h, d_h, s, linear, oja, n_t, signal, d_t, t_all, T(t_scale)); }
 EXPORT(float, f32)
 EXPORT(double, f64)
 """
@@ -661,8 +672,8 @@ class KernelBuildError(RuntimeError):
 FLAGS = ['-O3', '-march=native', '-shared', '-fPIC', '-std=c++17']
 # each kernel's C arguments: l = long (a size), p = pointer (a tensor, or null), i = int (a flag), d = double
 KERNEL_ARGUMENTS = {'affine': 'llllpppip', 'step': 'llllppppipp', 'walk': 'llllpppppppppppipp', 'feedback_post': 'lllpppdipp',
-                    'feedback_post_vjp': 'lllpppdippppppp', 'forward_steps': 'lllllpppipppiiip',
-                    'walk_span': 'llllllppppppiilip'}
+                    'feedback_post_vjp': 'lllpppdippppppp', 'forward_steps': 'lllllpppipppiiippd',
+                    'walk_span': 'llllllppppppiilippd'}
 _LIBRARY = {}
 
 def kernel_cache() -> Path:
@@ -831,10 +842,15 @@ class _Pinned(list):
         return x.data_ptr()
 
 def _feedback_arguments(theta: dict, layer: Layer, address: _Pinned) -> tuple | None:
-    "A hidden layer's (address of B, address of c, s) for the postsynaptic-term kernels, pinned in `address`; None at the output."
-    if layer.output: return None
+    "A layer's (address of B, address of c, s) for the postsynaptic-term kernels, pinned in `address`; None where it has no feedback (the output, unless `feedback.output`)."
+    if f'B{layer.index}' not in theta: return None
     l = layer.index
     return address(theta[f'B{l}'].detach().contiguous()), address(theta[f'c{l}'].detach().contiguous()), float(theta[f's{l}'])
+
+def teaching_scale(cfg: Config, b: int) -> float:
+    "The factor on the kernels' teaching signal: $1/b$ for the authors' mean classification error (`signal.batch_mean`), else 1."
+    mean = cfg.signal.batch_mean and cfg.signal.task == 'classification' and cfg.signal.kind == 'error'
+    return 1.0 / b if mean else 1.0
 
 def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict,
                         eta_row_max: dict, every: int | None = None, observe: Callable | None = None, start: int = 0) -> tuple:
@@ -859,6 +875,9 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
     # every kept step's a_l and ã_l (ã_L = t), in one buffer per layer: the kernels find step τ's at slot τ
     acts = {layer.index: step_buffer((T if keep else 1, M, b, layer.n_out), dtype) for layer in plastic}
     posts = {layer.index: step_buffer((T if keep else 1, M, b, layer.n_out), dtype) for layer in plastic}
+    # with feedback into the output (ã_L ≠ t), t of every kept step in a buffer of its own, kept beside the posts as 't'
+    output_feedback = f'B{layers[-1].index}' in theta
+    t_all = step_buffer((T if keep else 1, M, b, layers[-1].n_out), dtype) if output_feedback else None
     largest = torch.zeros(T, len(plastic), dtype=dtype) if oja else None               # max |η̄ ⊙ d| of each step and layer
     # each layer's sizes and arguments, bottom layer first: W, b, η̄, its rows' largest |η̄|, B, c (none at the output), buffers
     address = _Pinned()
@@ -875,7 +894,8 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
         "Steps t0 .. t1-1, in one call."
         run(t0, t1, M, b, len(plastic), ctypes.addressof(sizes), ctypes.addressof(pointers), ctypes.addressof(strengths), int(keep), h.data_ptr(),
             None if classes else targets.data_ptr(), labels.data_ptr() if classes else None, int(cfg.signal.kind == 'error'),
-            int(cfg.feedback.linear), int(oja), largest.data_ptr() if oja else None)
+            int(cfg.feedback.linear), int(oja), largest.data_ptr() if oja else None, t_all.data_ptr() if output_feedback else None,
+            teaching_scale(cfg, b))
     boundaries = {}
     if keep:                                                                          # W(τ) at each multiple of `every`, then the steps up to the next
         for t0 in range(0, T, every):
@@ -888,6 +908,7 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
             observe(start + tau, {f'W{l}': w.clone() for l, w in W.items()})
     # each step's views of the buffers (unbind: one call per layer, not one indexing per step)
     acts_seq = [dict(zip(acts, step_acts)) for step_acts in zip(*(a.unbind(0) for a in acts.values()))] if keep else None
+    if output_feedback: posts = {**posts, 't': t_all}
     posts_seq = [dict(zip(posts, step_posts)) for step_posts in zip(*(p.unbind(0) for p in posts.values()))] if keep else None
     return W, boundaries, acts_seq, posts_seq, largest.amax(1) if oja else None
 
@@ -907,6 +928,7 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -
     strengths = (ctypes.c_double * len(spec))(*[feedback[2] if feedback else 0.0 for *_, feedback in spec])
     n_t, linear, signal = layers[-1].n_out, int(cfg.feedback.linear), cfg.signal
     signal_code = 0 if signal.kind != 'error' or not signal.meta_grad else 2 if signal.task == 'classification' else 1   # how t depends on a_L
+    output_feedback = f'B{L}' in theta                                                 # ã_L has a pathway of its own: ∂L/∂a_L without t
     buffers = {}                                                                       # per (M, b): the gradient buffers
 
     def span(W: dict, G: dict, d_acts: dict, hi: int, lo: int, sums: dict, h: torch.Tensor, d_h: torch.Tensor | None,
@@ -927,9 +949,10 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -
                       acts_first[l].data_ptr(), posts_first[l].data_ptr(), buf['d_post'][l].data_ptr(), dA[l].data_ptr())])
         need_h = d_h is not None
         walk_span(hi, lo, T, len(spec), M, b, ctypes.addressof(sizes), ctypes.addressof(pointers), buf['h'].data_ptr(),
-                  dA[first].data_ptr() if need_h else None, ptr(d_h), ctypes.addressof(strengths), linear, int(oja), n_t, signal_code, buf['d_t'].data_ptr())
+                  dA[first].data_ptr() if need_h else None, ptr(d_h), ctypes.addressof(strengths), linear, int(oja), n_t, signal_code, buf['d_t'].data_ptr(),
+                  ptr(posts_first.get('t')), teaching_scale(cfg, b))
         # ∂L/∂a(lo-1): in the second buffer of each pair if hi - lo is even, else the first; only the activities the next step reads
         turn = 1 - (hi - lo) % 2
-        keep = [a for a in dA if (a != first or need_h) and (a != L or signal_code)]
+        keep = [a for a in dA if (a != first or need_h) and (a != L or signal_code or output_feedback)]
         return {a: dA[a][turn] for a in keep}
     return span

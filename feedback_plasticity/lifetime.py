@@ -448,10 +448,11 @@ def _reference_posts(theta: dict, W: dict, acts: list, y: torch.Tensor, layers: 
             posts[l] = (W[l + 1].T @ posts[l + 1]) * (acts[l] > 0)
         return posts
     t = target - (torch.softmax(y_hat, 0) if task == 'classification' else y_hat) if cfg.signal.kind == 'error' else target
+    if cfg.signal.kind == 'error' and task == 'classification' and cfg.signal.batch_mean: t = t / b
     if not cfg.signal.meta_grad: t = t.detach()
     posts = {L: t}
     for layer in layers:
-        if layer.plastic and not layer.output:
+        if layer.plastic and (not layer.output or cfg.feedback.output):
             l, s = layer.index, theta[f's{layer.index}']
             f = theta[f'B{l}'] @ t + theta[f'c{l}']
             f = f if cfg.feedback.linear else torch.relu(f)

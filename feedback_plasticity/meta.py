@@ -159,7 +159,8 @@ def resumable_part(config: dict) -> dict:
 def _config_matches(saved: dict, cfg: Config):
     leaves = lambda d: {f'{s}.{k}' if isinstance(sub, dict) else s: v
                         for s, sub in d.items() for k, v in (sub.items() if isinstance(sub, dict) else [(None, sub)])}
-    saved, now = leaves(resumable_part(saved)), leaves(resumable_part(config_to_dict(cfg)))
+    # a field added to the package since the checkpoint was written takes its default value there
+    saved, now = leaves(resumable_part(config_to_dict(config_from_dict(saved)))), leaves(resumable_part(config_to_dict(cfg)))
     diff = [name for name in now if saved.get(name) != now[name]]
     if diff:
         raise CheckpointError(f"the checkpoint was made with a different config ({', '.join(diff)}); resume with the same config "

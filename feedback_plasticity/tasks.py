@@ -39,9 +39,14 @@ def sine_episode(task: TaskConfig, M: int, generator=None, device=None, dtype=to
     amplitude, phase = sine_functions(M, K, generator, device, dtype)
     x, y = sine_points(amplitude, phase, S * b, generator)                           # (M, K, S*b, K+1), (M, K, S*b, 1)
     x, y = x.reshape(M, K * S * b, K + 1), y.reshape(M, K * S * b, 1)                 # function-blocked order
-    if task.order == 'iid':
+    if task.order == 'iid' and task.iid_unit == 'example':
         perm = torch.argsort(torch.rand(M, K * S * b, generator=generator, device=x.device), -1)  # (M, K*S*b)
         x, y = x.gather(1, perm[..., None].expand_as(x)), y.gather(1, perm[..., None].expand_as(y))
+    if task.order == 'iid' and task.iid_unit == 'minibatch':
+        # the authors' iid: the continual stream's one-function minibatches, in random order
+        perm = torch.argsort(torch.rand(M, K * S, generator=generator, device=x.device), -1)      # (M, K*S)
+        x, y = x.view(M, K * S, b, K + 1), y.view(M, K * S, b, 1)
+        x, y = x.gather(1, perm[..., None, None].expand_as(x)), y.gather(1, perm[..., None, None].expand_as(y))
     x_query, y_query = sine_points(amplitude, phase, Q, generator)                    # (M, K, Q, K+1), (M, K, Q, 1)
     return Episode(x.reshape(M, K * S, b, K + 1), y.reshape(M, K * S, b, 1),
                    x_query.reshape(M, K * Q, K + 1), y_query.reshape(M, K * Q, 1))
