@@ -22,7 +22,8 @@ from .tasks import make_episode, task_classes
 
 # %% auto #0
 __all__ = ['SINE_MILESTONES', 'CLASSIFICATION_MILESTONES', 'CPU_SINE_WIDTHS', 'snapshot_path', 'snapshots', 'save_snapshot',
-           'train_to_milestones', 'train_curve', 'curve_preset']
+           'train_to_milestones', 'train_curve', 'curve_preset', 'zero_predictor_mse', 'evaluate_curve',
+           'plasticity_along', 'curve_tables', 'plot_curve', 'plot_per_task', 'write_curve_report']
 
 # %% ../nbs/09_curves.ipynb #096a25bd
 SINE_MILESTONES = (0, 100, 300, 1000, 3000, 10000, 20000)
@@ -116,7 +117,9 @@ def train_curve(exp, run_dir, milestones=None, resume: bool = False, command: st
     # the run's learners: those it had, then the new ones (only the ones asked for now are trained by this call)
     had = json.loads(spec.read_text())['learners'] if resume and spec.exists() else []
     everyone = tuple(had) + tuple(i for i in exp.learners if i not in had)
+    earlier = (run_dir / 'command.txt').read_text() if resume and (run_dir / 'command.txt').exists() else ''
     open_run_dir(replace(exp, learners=everyone), run_dir, False, command)
+    (run_dir / 'command.txt').write_text(earlier + (run_dir / 'command.txt').read_text())   # every command that trained this run
     spec.write_text(json.dumps({'kind': _kind(exp), 'milestones': list(milestones), 'learners': list(everyone)}, indent=1))
     workers = min(exp.workers, os.cpu_count() or 1, len(exp.learners))
     log(f"{run_dir}: {len(exp.learners)} learners to meta-step {milestones[-1]}, snapshots at {list(milestones)}, {workers} at a time")
@@ -155,3 +158,198 @@ def curve_preset(kind: str = 'sine', name: str = 'cpu'):
             cfg = override(exp.config, **{'meta.steps': CLASSIFICATION_MILESTONES[-1], 'meta.checkpoint_every': 500})
             return replace(exp, config=cfg, learners=('flp_oja', 'output_only', 'oml'))
     raise ValueError(f"unknown long-run preset {kind!r}, {name!r}; choose kind 'sine' or 'omniglot' and name 'tiny' or 'cpu'")
+
+# %% ../nbs/09_curves.ipynb #37509d6a
+def _stats(values: torch.Tensor) -> dict:
+    m, ci = mean_ci(values)
+    return {'mean': m, 'ci95': ci}
+
+def _sine_cells(exp, learner_id: str, learner: Learner) -> dict:
+    "Every sine cell of one snapshot: {learner name: {order: stats, 'per_task': [stats per function]}}."
+    seed, out, search = exp.config.seed + 12345, {}, None
+    if learner_id == 'pretrain_sgd':
+        learner, search = search_and_record(learner, exp.lr_grid, stream_loss(exp.search_runs, 'continual', seed=exp.config.seed + 999), lambda _: None)
+    variants = [learner] + ([without_plasticity(learner)] if learner.cfg.plasticity.rule != 'sgd' else [])
+    for variant in variants:
+        cells = {}
+        for order in ('continual', 'iid'):
+            evaluation = evaluate_stream(variant, exp.eval_runs, order, seed=seed)
+            cells[order] = {**_stats(evaluation.final), 'runs': len(evaluation.final)}
+            if order == 'continual': cells['per_task'] = [_stats(column) for column in evaluation.per_task.T]
+        if search: cells['lr_search'] = search
+        out[variant.name] = cells
+    return out
+
+def _classification_cells(exp, learner_id: str, learner: Learner) -> dict:
+    "Every Omniglot cell of one snapshot: {learner name: {protocol: stats}}."
+    test, seed = task_classes(exp.config.task, 'test'), exp.config.seed + 12345
+    protocol = dict(n_runs=exp.eval_runs, seed=seed, stream_pool=exp.stream_pool, test_per_class=exp.test_per_class)
+    cells, search = {}, None
+    if learner.cfg.plasticity.rule == 'sgd':
+        score = class_stream_loss(test, min(10, len(test)), exp.stream_pool, 'continual', exp.search_runs, seed=exp.config.seed + 999,
+                                  stream_pool=exp.stream_pool, test_per_class=exp.test_per_class)
+        learner, search = search_and_record(learner, exp.lr_grid, score, lambda _: None)
+    for order in ('continual', 'iid'):
+        cells[f'5-way 5-shot, {order}'] = _stats(evaluate_classes(learner, test, 5, 5, order, **protocol).test)
+    for n in sorted({n for n in (10, 50) if n < len(test)} | {len(test)}):
+        cells[f'{n} classes, class-incremental'] = _stats(evaluate_classes(learner, test, n, exp.stream_pool, 'continual', **protocol).test)
+    if search: cells['lr_search'] = search
+    return {learner.name: cells}
+
+# %% ../nbs/09_curves.ipynb #37f483f1
+def _experiment(run_dir: Path):
+    "The experiment, kind and milestones of a run folder of `train_curve`."
+    spec_path = run_dir / 'curve.json'
+    if not spec_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run of flp curve (no curve.json); start one with flp curve sine --run-dir {run_dir}")
+    spec = json.loads(spec_path.read_text())
+    kind = SineExperiment if spec['kind'] == 'sine' else ClassificationExperiment
+    return config_from_dict(json.loads((run_dir / 'config.json').read_text()), kind), spec
+
+def zero_predictor_mse(exp, n_runs: int | None = None) -> float:
+    "The query MSE of always predicting 0 on the evaluation's sine streams: the line a learner must stay under."
+    cfg = exp.config
+    episode = make_episode(cfg, n_runs or exp.eval_runs, torch.Generator().manual_seed(cfg.seed + 12345))
+    return (episode.y_query ** 2).mean().item()
+
+def evaluate_curve(run_dir, log: Callable = print) -> dict:
+    "Evaluate every snapshot of the run in `run_dir` (cached in `curve_results.json`), then write `curve.md`, `curve.png` and `per_task.png`; returns the results."
+    run_dir = Path(run_dir)
+    exp, spec = _experiment(run_dir)
+    cache_path = run_dir / 'curve_results.json'
+    results = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    results.update({'kind': spec['kind'], 'milestones': spec['milestones'], 'eval_runs': exp.eval_runs})
+    cells, diverged = results.setdefault('cells', {}), results.setdefault('diverged', {})
+    evaluate = _sine_cells if spec['kind'] == 'sine' else _classification_cells
+    for learner_id in spec['learners']:
+        cfg = learner_config(exp, learner_id)
+        if learner_id != 'oml' or spec['kind'] == 'sine': cfg = override(cfg, **{'task.iid_unit': exp.config.task.iid_unit})
+        for step, path in snapshots(run_dir, learner_id).items():
+            if str(step) in cells.get(learner_id, {}): continue
+            t0 = time.time()
+            learner = Learner(LEARNER_NAMES[learner_id], cfg, load_checkpoint(path, get_device(cfg.device))['theta'])
+            cells.setdefault(learner_id, {})[str(step)] = evaluate(exp, learner_id, learner)
+            log(f"evaluated {learner_id} at meta-step {step} ({time.time() - t0:.0f} s)")
+            cache_path.write_text(json.dumps(results, indent=1))
+        stopped = run_dir / 'learners' / learner_id / 'diverged.json'
+        if stopped.exists(): diverged[learner_id] = json.loads(stopped.read_text())
+    if spec['kind'] == 'sine': results['zero_predictor_mse'] = zero_predictor_mse(exp)
+    results['plasticity'] = {i: plasticity_along(run_dir, i) for i in spec['learners'] if learner_config(exp, i).plasticity.rule != 'sgd'}
+    cache_path.write_text(json.dumps(results, indent=1))
+    write_curve_report(run_dir, exp, results)
+    return results
+
+# %% ../nbs/09_curves.ipynb #93126287
+def plasticity_along(run_dir, learner_id: str) -> dict:
+    "Mean $|\\eta_\\ell|$ and $s_\\ell$ of every plastic layer at each snapshot of learner `learner_id`: `{step: {'eta': {l: ...}, 's': {l: ...}}}`."
+    from feedback_plasticity.rules import plasticity_coefficient
+    exp, _ = _experiment(Path(run_dir))
+    cfg, out = learner_config(exp, learner_id), {}
+    for step, path in snapshots(run_dir, learner_id).items():
+        theta = load_checkpoint(path)['theta']
+        out[str(step)] = {'eta': {k[3:]: plasticity_coefficient(v, cfg).abs().mean().item() for k, v in theta.items() if k.startswith('eta')},
+                          's': {k[1:]: v.item() for k, v in theta.items() if k.startswith('s')}}
+    return out
+
+# %% ../nbs/09_curves.ipynb #57e131fd
+def _rows(results: dict) -> list[tuple]:
+    "(learner id, variant name, {step: cells}) for every evaluated learner and variant, in the run's order."
+    rows = []
+    for learner_id, by_step in results['cells'].items():
+        for name in dict.fromkeys(n for cells in by_step.values() for n in cells):
+            rows.append((learner_id, name, {int(s): cells[name] for s, cells in by_step.items() if name in cells}))
+    return rows
+
+def curve_tables(results: dict) -> str:
+    "The markdown of `curve.md`: every learner at the last milestone it reached, then its learning curve."
+    rows = _rows(results)
+    cell = lambda c: f"{c['mean']:.3f} ± {c['ci95']:.3f}"
+    columns = list(dict.fromkeys(k for *_, by_step in rows for cells in by_step.values() for k in cells if k not in ('per_task', 'lr_search')))
+    metric = 'query MSE' if results['kind'] == 'sine' else 'test accuracy'
+    lines = [f"At the last milestone each learner reached ({metric}, mean ± 95% CI over {results['eval_runs']} runs):", '',
+             '| learner | meta-steps | ' + ' | '.join(columns) + ' |', '|---|---|' + '---|' * len(columns)]
+    for learner_id, name, by_step in rows:
+        last = max(by_step)
+        note = f" (diverged at {results['diverged'][learner_id]['step']})" if learner_id in results['diverged'] else ''
+        lines.append(f"| {name}{note} | {last} | " + ' | '.join(cell(by_step[last][c]) if c in by_step[last] else '—' for c in columns) + ' |')
+    steps = results['milestones']
+    for column in columns:
+        lines += ['', f"Learning curve, {column} ({metric}, mean over {results['eval_runs']} runs; — not reached):", '',
+                  '| learner | ' + ' | '.join(str(s) for s in steps) + ' |', '|---|' + '---|' * len(steps)]
+        for learner_id, name, by_step in rows:
+            lines.append(f"| {name} | " + ' | '.join(f"{by_step[s][column]['mean']:.3f}" if s in by_step and column in by_step[s] else '—'
+                                                      for s in steps) + ' |')
+    if results['kind'] == 'sine': lines += ['', f"Predicting 0 everywhere scores {results['zero_predictor_mse']:.3f}."]
+    for learner_id, along in results.get('plasticity', {}).items():
+        if not along: continue
+        layers = list(next(iter(along.values()))['eta'])
+        lines += ['', f"{LEARNER_NAMES[learner_id]}: mean |η_ℓ| per plastic layer (and s_ℓ where learned) at each milestone:", '',
+                  '| meta-steps | ' + ' | '.join(f'η{l}' for l in layers) + ' | s (mean over layers) |', '|---|' + '---|' * (len(layers) + 1)]
+        for step, v in sorted(along.items(), key=lambda kv: int(kv[0])):
+            s = list(v['s'].values())
+            lines.append(f"| {step} | " + ' | '.join(f"{v['eta'][l]:.2e}" for l in layers) + f" | {sum(s) / len(s):.3f} |" if s else ' — |')
+    return '\n'.join(lines) + '\n'
+
+def plot_curve(results: dict, title: str):
+    "The learning curves: one panel per protocol column, meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dashed."
+    import matplotlib.pyplot as plt
+    rows = _rows(results)
+    columns = list(dict.fromkeys(k for *_, by_step in rows for cells in by_step.values() for k in cells if k not in ('per_task', 'lr_search')))
+    fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 4.4), squeeze=False, sharey=results['kind'] == 'sine')
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for ax, column in zip(axes[0], columns):
+        for i, (learner_id, name, by_step) in enumerate(rows):
+            steps = sorted(s for s in by_step if column in by_step[s])
+            if not steps: continue
+            m = torch.tensor([by_step[s][column]['mean'] for s in steps]); ci = torch.tensor([by_step[s][column]['ci95'] for s in steps])
+            style = dict(color=colors[i % len(colors)], linestyle='--' if 'plasticity off' in name else '-')
+            ax.plot(steps, m, marker='o', ms=3.5, label=name, **style)
+            ax.fill_between(steps, m - ci, m + ci, alpha=0.18, color=style['color'], linewidth=0)
+            if learner_id in results['diverged'] and 'plasticity off' not in name:
+                ax.plot(steps[-1], m[-1], marker='x', ms=11, mew=2.5, color=style['color'])
+        if results['kind'] == 'sine':
+            ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
+            ax.set_yscale('log'); ax.set_ylabel('query MSE after the stream')
+        else:
+            ax.set_ylim(0, 1); ax.set_ylabel('test accuracy')
+        ax.set_xscale('symlog', linthresh=100, linscale=0.4)
+        ticks = [s for s in results['milestones']]
+        ax.set_xticks(ticks, [f'{s // 1000}k' if s >= 1000 else str(s) for s in ticks])
+        ax.set_xlim(0, max(results['milestones']) * 1.15)
+        ax.set_xlabel('meta-steps'); ax.set_title(column); ax.grid(alpha=0.3, which='major')
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=min(4, len(labels)), fontsize=8.5, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 4), 1, 1))
+    return fig
+
+def plot_per_task(results: dict, title: str):
+    "Each function's query MSE after the continual stream, by order of arrival, at the last milestone each learner reached (sine)."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for learner_id, name, by_step in _rows(results):
+        last = max(by_step)
+        per_task = by_step[last].get('per_task')
+        if not per_task: continue
+        k = torch.arange(1, len(per_task) + 1)
+        m, ci = torch.tensor([c['mean'] for c in per_task]), torch.tensor([c['ci95'] for c in per_task])
+        line, = ax.plot(k, m, marker='o', ms=3.5, linestyle='--' if 'plasticity off' in name else '-', label=f"{name} ({last} meta-steps)")
+        ax.fill_between(k, m - ci, m + ci, alpha=0.15, color=line.get_color(), linewidth=0)
+    ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
+    ax.set_yscale('log'); ax.set_xticks(range(1, 11))
+    ax.set_xlabel('function, in order of arrival (1 = learned first)'); ax.set_ylabel('query MSE after the continual stream')
+    ax.set_title(title, fontsize=10.5); ax.legend(fontsize=7.5, loc='center left', bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.grid(alpha=0.3); fig.tight_layout()
+    return fig
+
+def write_curve_report(run_dir, exp, results: dict) -> None:
+    "`curve.md`, `curve.png` and (sine) `per_task.png` in `run_dir`."
+    import matplotlib.pyplot as plt
+    run_dir, cfg = Path(run_dir), exp.config
+    (run_dir / 'curve.md').write_text(curve_tables(results))
+    net = ', '.join(map(str, cfg.net.dense_widths))
+    what = 'sine, 10 functions' if results['kind'] == 'sine' else f"{cfg.task.name}, {cfg.task.image_size}x{cfg.task.image_size}"
+    title = f"{what}; dense widths {net}; M = {cfg.meta.meta_batch}; mean ± 95% CI over {results['eval_runs']} runs ({run_dir.name})"
+    fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
+    if results['kind'] == 'sine':
+        fig = plot_per_task(results, f"What is forgotten: {title}"); fig.savefig(run_dir / 'per_task.png', dpi=120); plt.close(fig)

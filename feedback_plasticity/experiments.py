@@ -30,7 +30,7 @@ SINE_LEARNERS = {
     'flp_oja': 'FLP (Oja)', 'flp_hebb': 'FLP (Hebb)', 'oml': 'OML', 'no_feedback': 'FLP, no feedback',
     'random_feedback': 'FLP, fixed random feedback', 'pretrain_sgd': 'pretrain + SGD', 'scratch_sgd': 'scratch SGD',
     'flp_oja_authors': "FLP (Oja), authors' eta", 'flp_authors': "FLP, authors' mode",
-    'flp_authors_no_feedback': "FLP, authors' mode, no feedback",
+    'flp_authors_no_feedback': "FLP, authors' mode, no feedback", 'flp_authors_bounded': "FLP, authors' mode, η bounded",
 }
 ABLATIONS = {
     'eta_neuron': 'FLP, one η per neuron', 'eta_layer': 'FLP, one η per layer', 'target_signal': 'FLP, target signal',
@@ -93,6 +93,7 @@ def learner_config(exp, learner_id: str) -> Config:
                                                     'plasticity.eta_init': 0.0, 'meta.lr_eta': 1e-8}),
         'flp_authors': lambda: authors_mode(cfg),
         'flp_authors_no_feedback': lambda: override(authors_mode(cfg), **{'feedback.strength_init': 0.0, 'feedback.strength_learned': False}),
+        'flp_authors_bounded': lambda: override(authors_mode(cfg), **{'plasticity.eta_bound': 1e-4, 'meta.lr_eta': 1e-3}),
         'oml': lambda: oml_config(exp),
         'pretrain_sgd': lambda: sgd_variant(cfg, exp.oml_lr, exp.oml_plastic_layers),
         'scratch_sgd': lambda: sgd_variant(cfg, exp.oml_lr),

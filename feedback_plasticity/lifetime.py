@@ -17,8 +17,8 @@ from .rules import RULES, weight_change, task_loss, plasticity_coefficients
 __all__ = ['Episode', 'LifetimeResult', 'inner_step', 'run_steps', 'autograd_steps', 'scaled_eta', 'decay_of', 'rule_bracket',
            'plastic_step', 'plastic_unstep', 'eta_sum', 'plastic_vjp', 'posts_vjp_by_autograd', 'forward_step',
            'backward_step', 'compiled_steps', 'ReversibleSteps', 'uses_fused_kernels', 'fused_run_applies',
-           'fused_run_steps', 'fused_steps', 'reversible_steps', 'episode_classes', 'query_loss', 'lifetime',
-           'reference_lifetime', 'random_episode']
+           'with_coefficients', 'fused_run_steps', 'fused_steps', 'reversible_steps', 'episode_classes', 'query_loss',
+           'lifetime', 'reference_lifetime', 'random_episode']
 
 # %% ../nbs/03_lifetime.ipynb #ffcd0ba5
 @dataclass
@@ -218,6 +218,9 @@ def backward_step(theta: dict, W: dict, G: dict, d_acts: dict, now: dict | None,
     if earlier is not None:                                                  # 3. the postsynaptic terms' backward of step τ-1
         if rule.posts_vjp is not None:
             from_posts, d_meta = rule.posts_vjp(theta, earlier, y_earlier, layers, cfg, d_posts)
+        elif rule.fast_vjp is not None:                                      # posts of the fast weights, no meta-parameters (SGD)
+            (from_posts, d_fast), d_meta = rule.fast_vjp(W, earlier, y_earlier, layers, cfg, d_posts), {}
+            for l, g in d_fast.items(): G[l] = G[l] + g
         else:
             from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, theta, W, earlier, y_earlier, layers, cfg, d_posts, list(d_feedback))
             for l, g in d_fast.items(): G[l] = G[l] + g
@@ -362,12 +365,17 @@ def uses_fused_kernels(cfg: Config) -> bool:
 
 def fused_run_applies(cfg: Config) -> bool:
     "Whether `run_steps` without a graph runs on the fused kernels: `uses_fused_kernels`, and plain plastic steps (no η bound, no normalised input)."
-    return uses_fused_kernels(cfg) and cfg.plasticity.eta_bound == 0 and not cfg.plasticity.normalize_pre
+    return uses_fused_kernels(cfg) and not cfg.plasticity.normalize_pre
+
+def with_coefficients(theta: dict, layers: list[Layer], cfg: Config) -> dict:
+    "$\\theta$ with each plastic layer's stored η replaced by its coefficient (`plasticity_coefficient`: bounded by `eta_bound`), what the walk and the kernels take; autograd carries the meta-gradient back through the bound."
+    if cfg.plasticity.eta_bound <= 0: return theta
+    return {**theta, **{f'eta{l}': eta for l, eta in plasticity_coefficients(theta, layers, cfg).items()}}
 
 def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                     observe: Callable | None = None, start: int = 0) -> dict:
     "`run_steps` without a graph on the fused kernels: each layer's step is one pass over its weights, in buffers of its own; `observe` gets copies."
-    plastic = [layer for layer in layers if layer.plastic]
+    plastic, theta = [layer for layer in layers if layer.plastic], with_coefficients(theta, layers, cfg)
     k_eta = _full({layer.index: scaled_eta(theta, layer, cfg).detach() for layer in plastic}, plastic)   # η̄, full (n_out, n_in)
     row_max = {l: e.abs().amax(-1, keepdim=True) for l, e in k_eta.items()}
     W = _owned({layer.index: fast[f'W{layer.index}'] for layer in plastic})
@@ -386,9 +394,9 @@ def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor
 def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                      every: int = 50, safe: float = 0.05) -> dict:
     "All $T$ steps of $M$ lifetimes with the reversible backward (`ReversibleSteps`; its steps on the fused kernels if `meta.fused`, compiled if `meta.compile`); returns the final fast weights."
-    plastic = [layer for layer in layers if layer.plastic]
+    plastic, theta = [layer for layer in layers if layer.plastic], with_coefficients(theta, layers, cfg)
     indices = {layer.index for layer in plastic}
-    # the meta-parameters of the plastic layers: W(0), b, η, and B, c, s of the feedback pathways
+    # the meta-parameters of the plastic layers: W(0), b, η (its coefficient), and B, c, s of the feedback pathways
     used = [k for k in theta if k.rstrip('0123456789') in ('W', 'b', 'eta', 'B', 'c', 's') and int(k.lstrip('WbetaBcs')) in indices]
     walk = _Walk(cfg, tuple(layers), tuple(used), every, safe)
     finals = ReversibleSteps.apply(walk, h, y, *(theta[k] for k in used))
@@ -417,7 +425,7 @@ def lifetime(theta: dict, episode: Episode, cfg: Config, observe: Callable | Non
     h, h_query = both[:M * T * b].view(M, T, b, -1), both[M * T * b:].view(M, Q, -1)   # (M, T, b, n), (M, Q, n)
     reversible = (cfg.meta.lifetime_backward == 'reversible' and torch.is_grad_enabled() and observe is None
                   and any(layer.plastic for layer in layers) and not cfg.plasticity.first_order
-                  and cfg.plasticity.eta_bound == 0 and not cfg.plasticity.normalize_pre)
+                  and not cfg.plasticity.normalize_pre)
     if reversible: fast = reversible_steps(theta, h, episode.y, layers, cfg)
     else: fast = autograd_steps(theta, h, episode.y, layers, cfg, observe)
     y_hat = plastic_forward(theta, fast, h_query, layers)[L]                         # (M, Q, n_out)

@@ -12,8 +12,8 @@ from .core import Config
 from .feedback import Layer, feedback_posts, feedback_posts_vjp, target_of
 
 # %% auto #0
-__all__ = ['RULES', 'hebb', 'oja', 'task_loss', 'output_descent_direction', 'gradient_posts', 'plasticity_coefficient',
-           'eta_parameter', 'Rule', 'plasticity_coefficients', 'weight_change']
+__all__ = ['RULES', 'hebb', 'oja', 'task_loss', 'output_descent_direction', 'gradient_posts', 'gradient_posts_vjp',
+           'plasticity_coefficient', 'eta_parameter', 'Rule', 'plasticity_coefficients', 'weight_change']
 
 # %% ../nbs/02_rules.ipynb #48f6c3df
 def hebb(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
@@ -57,6 +57,37 @@ def gradient_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
         posts[l] = carried * (acts[l] > 0).to(carried.dtype)
     return posts
 
+# %% ../nbs/02_rules.ipynb #5164ee1d
+def gradient_posts_vjp(W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
+                       d_posts: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    "Backward of `gradient_posts` (fast weights `W` `{l: (M, n_out, n_in)}`) for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({L: ∂L/∂ŷ}, {l: ∂L/∂W_l})` (no graph)."
+    plastic = [layer for layer in layers if layer.plastic]
+    L, task = layers[-1].index, cfg.signal.task
+    # the forward again: a~_L, then a~_l = (a~_{l+1} W_{l+1}) ⊙ φ'(z_l), top down
+    posts = {L: output_descent_direction(acts[L], y, task)}                          # (M, b, n_L)
+    for layer in reversed(plastic[:-1]):
+        l = layer.index
+        posts[l] = torch.bmm(posts[l + 1], W[l + 1]) * (acts[l] > 0)                    # (M, b, n_l)
+    d_p = {l: g.clone() for l, g in d_posts.items()}
+    d_W = {}
+    for layer in plastic[:-1]:                                                           # bottom up
+        l = layer.index
+        if l not in d_p: continue
+        # c̄_l = ā~_l ⊙ φ'(z_l)
+        d_c = d_p[l] * (acts[l] > 0)                                                     # (M, b, n_l)
+        # ā~_{l+1} += c̄_l W_{l+1}^T
+        d_p[l + 1] = d_p[l + 1] + torch.bmm(d_c, W[l + 1].transpose(1, 2)) if l + 1 in d_p else torch.bmm(d_c, W[l + 1].transpose(1, 2))
+        # W̄_{l+1} += Σ_b a~_{l+1}^T c̄_l
+        d_W[l + 1] = torch.bmm(posts[l + 1].transpose(1, 2), d_c)                       # (M, n_{l+1}, n_l)
+    if L not in d_p: return {}, d_W
+    b, n_out = acts[L].shape[-2], acts[L].shape[-1]
+    if task == 'classification':
+        p = torch.softmax(acts[L], -1)                                                   # (M, b, n_L)
+        # z̄ = -(p ⊙ ā~_L - p (p · ā~_L)) / b
+        return {L: -(p * d_p[L] - p * (p * d_p[L]).sum(-1, keepdim=True)) / b}, d_W
+    # ȳ_hat = -2 ā~_L / (b n)
+    return {L: -2 * d_p[L] / (b * n_out)}, d_W
+
 # %% ../nbs/02_rules.ipynb #3771cc71
 def plasticity_coefficient(raw: torch.Tensor, cfg: Config) -> torch.Tensor:
     "$\\eta_\\ell$ from its stored meta-parameter: itself, or `eta_bound`$\\cdot\\tanh(\\rho_\\ell)$ when `plasticity.eta_bound > 0`."
@@ -79,11 +110,12 @@ class Rule:
     posts: Callable      # (theta, fast, acts, y, layers, cfg) -> {l: post_l}
     delta: Callable      # (W, pre, post, eta) -> ΔW
     posts_vjp: Callable | None = None  # (theta, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {name: ∂L/∂θ}); None: use autograd
+    fast_vjp: Callable | None = None   # for posts that read the fast weights: (W, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {l: ∂L/∂W_l})
 
 RULES = {
     'hebb': Rule(feedback_posts, hebb, feedback_posts_vjp),
     'oja': Rule(feedback_posts, oja, feedback_posts_vjp),
-    'sgd': Rule(gradient_posts, hebb),   # SGD: Hebbian form of backprop's postsynaptic term (OML's inner loop)
+    'sgd': Rule(gradient_posts, hebb, fast_vjp=gradient_posts_vjp),   # SGD: Hebbian form of backprop's postsynaptic term (OML's inner loop)
 }
 
 def plasticity_coefficients(theta: dict, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
