@@ -156,7 +156,7 @@ def curve_preset(kind: str = 'sine', name: str = 'cpu'):
         if name == 'cpu':
             exp = classification_preset('omniglot', 'quick')
             cfg = override(exp.config, **{'meta.steps': CLASSIFICATION_MILESTONES[-1], 'meta.checkpoint_every': 500})
-            return replace(exp, config=cfg, learners=('flp_oja', 'output_only', 'oml'))
+            return replace(exp, config=cfg, learners=('flp_authors', 'output_only', 'oml'), workers=1)
     raise ValueError(f"unknown long-run preset {kind!r}, {name!r}; choose kind 'sine' or 'omniglot' and name 'tiny' or 'cpu'")
 
 # %% ../nbs/09_curves.ipynb #37509d6a
@@ -297,12 +297,13 @@ def plot_curve(results: dict, title: str):
     columns = list(dict.fromkeys(k for *_, by_step in rows for cells in by_step.values() for k in cells if k not in ('per_task', 'lr_search')))
     fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 4.4), squeeze=False, sharey=results['kind'] == 'sine')
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in rows))}   # a learner and its plasticity-off variant share one
     for ax, column in zip(axes[0], columns):
-        for i, (learner_id, name, by_step) in enumerate(rows):
+        for learner_id, name, by_step in rows:
             steps = sorted(s for s in by_step if column in by_step[s])
             if not steps: continue
             m = torch.tensor([by_step[s][column]['mean'] for s in steps]); ci = torch.tensor([by_step[s][column]['ci95'] for s in steps])
-            style = dict(color=colors[i % len(colors)], linestyle='--' if 'plasticity off' in name else '-')
+            style = dict(color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-')
             ax.plot(steps, m, marker='o', ms=3.5, label=name, **style)
             ax.fill_between(steps, m - ci, m + ci, alpha=0.18, color=style['color'], linewidth=0)
             if learner_id in results['diverged'] and 'plasticity off' not in name:
@@ -318,22 +319,27 @@ def plot_curve(results: dict, title: str):
         ax.set_xlim(0, max(results['milestones']) * 1.15)
         ax.set_xlabel('meta-steps'); ax.set_title(column); ax.grid(alpha=0.3, which='major')
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc='lower center', ncol=min(4, len(labels)), fontsize=8.5, frameon=False)
+    fig.legend(handles, labels, loc='lower center', ncol=min(3, len(labels)), fontsize=8.5, frameon=False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 4), 1, 1))
+    legend_rows = math.ceil(len(labels) / 3)
+    fig.set_figheight(4.4 + 0.22 * legend_rows)
+    fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.02, 1, 1))
     return fig
 
 def plot_per_task(results: dict, title: str):
     "Each function's query MSE after the continual stream, by order of arrival, at the last milestone each learner reached (sine)."
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = plt.subplots(figsize=(11, 4.6))
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in _rows(results)))}
     for learner_id, name, by_step in _rows(results):
         last = max(by_step)
         per_task = by_step[last].get('per_task')
         if not per_task: continue
         k = torch.arange(1, len(per_task) + 1)
         m, ci = torch.tensor([c['mean'] for c in per_task]), torch.tensor([c['ci95'] for c in per_task])
-        line, = ax.plot(k, m, marker='o', ms=3.5, linestyle='--' if 'plasticity off' in name else '-', label=f"{name} ({last} meta-steps)")
+        line, = ax.plot(k, m, marker='o', ms=3.5, color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-',
+                        label=f"{name} ({last} meta-steps)")
         ax.fill_between(k, m - ci, m + ci, alpha=0.15, color=line.get_color(), linewidth=0)
     ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
     ax.set_yscale('log'); ax.set_xticks(range(1, 11))
@@ -352,4 +358,5 @@ def write_curve_report(run_dir, exp, results: dict) -> None:
     title = f"{what}; dense widths {net}; M = {cfg.meta.meta_batch}; mean ± 95% CI over {results['eval_runs']} runs ({run_dir.name})"
     fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
     if results['kind'] == 'sine':
-        fig = plot_per_task(results, f"What is forgotten: {title}"); fig.savefig(run_dir / 'per_task.png', dpi=120); plt.close(fig)
+        fig = plot_per_task(results, f"What is forgotten after a continual stream of 10 functions\n{title}")
+        fig.savefig(run_dir / 'per_task.png', dpi=120, bbox_inches='tight'); plt.close(fig)

@@ -20,23 +20,27 @@ from .continual import (Learner, without_plasticity, evaluate_stream, sgd_varian
 from .tasks import task_classes, make_episode, make_oml_episode
 
 # %% auto #0
-__all__ = ['SINE_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS', 'SineExperiment',
-           'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes', 'search_and_record',
-           'make_learner', 'run_sine', 'open_run_dir', 'ablation_preset', 'ClassificationExperiment',
-           'classification_preset', 'omniglot_preset', 'miniimagenet_preset', 'run_classification']
+__all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS',
+           'SineExperiment', 'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes',
+           'search_and_record', 'make_learner', 'run_sine', 'open_run_dir', 'ablation_preset',
+           'ClassificationExperiment', 'classification_preset', 'omniglot_preset', 'miniimagenet_preset',
+           'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
 SINE_LEARNERS = {
     'flp_oja': 'FLP (Oja)', 'flp_hebb': 'FLP (Hebb)', 'oml': 'OML', 'no_feedback': 'FLP, no feedback',
     'random_feedback': 'FLP, fixed random feedback', 'pretrain_sgd': 'pretrain + SGD', 'scratch_sgd': 'scratch SGD',
-    'flp_oja_authors': "FLP (Oja), authors' eta", 'flp_authors': "FLP, authors' mode",
-    'flp_authors_no_feedback': "FLP, authors' mode, no feedback", 'flp_authors_bounded': "FLP, authors' mode, η bounded",
+    'flp_oja_authors': "FLP (Oja), authors' eta",
+}
+AUTHORS_LEARNERS = {   # the exact-authors mode and its variants (the long runs of the curves notebook)
+    'flp_authors': "FLP, authors' mode", 'flp_authors_no_feedback': "FLP, authors' mode, no feedback",
+    'flp_authors_bounded': "FLP, authors' mode, η bounded",
 }
 ABLATIONS = {
     'eta_neuron': 'FLP, one η per neuron', 'eta_layer': 'FLP, one η per layer', 'target_signal': 'FLP, target signal',
     'error_signal': 'FLP, error signal', 'output_only': 'FLP, output layer plastic only',
 }
-LEARNER_NAMES = {**SINE_LEARNERS, **ABLATIONS, 'flp_untrained': 'FLP before meta-training'}   # every learner id of every experiment
+LEARNER_NAMES = {**SINE_LEARNERS, **ABLATIONS, **AUTHORS_LEARNERS, 'flp_untrained': 'FLP before meta-training'}   # every learner id of every experiment
 
 @dataclass
 class SineExperiment:
@@ -93,7 +97,7 @@ def learner_config(exp, learner_id: str) -> Config:
                                                     'plasticity.eta_init': 0.0, 'meta.lr_eta': 1e-8}),
         'flp_authors': lambda: authors_mode(cfg),
         'flp_authors_no_feedback': lambda: override(authors_mode(cfg), **{'feedback.strength_init': 0.0, 'feedback.strength_learned': False}),
-        'flp_authors_bounded': lambda: override(authors_mode(cfg), **{'plasticity.eta_bound': 1e-4, 'meta.lr_eta': 1e-3}),
+        'flp_authors_bounded': lambda: override(authors_mode(cfg), **{'plasticity.eta_bound': 2e-5, 'meta.lr_eta': 1e-3}),
         'oml': lambda: oml_config(exp),
         'pretrain_sgd': lambda: sgd_variant(cfg, exp.oml_lr, exp.oml_plastic_layers),
         'scratch_sgd': lambda: sgd_variant(cfg, exp.oml_lr),
