@@ -14,8 +14,8 @@ from .datasets import DatasetError
 from .core import CheckpointError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'parse_overrides', 'make_parser', 'curve_command', 'evaluate_command', 'analyze_command',
-           'start_distributed', 'main']
+__all__ = ['COMMANDS', 'parse_overrides', 'add_run_options', 'experiment_from', 'list_fields', 'new_run_dir', 'make_parser',
+           'curve_command', 'evaluate_command', 'analyze_command', 'start_distributed', 'main']
 
 # %% ../nbs/08_cli.ipynb #58e4f83d
 def parse_overrides(pairs: list[str], exp):
@@ -55,6 +55,33 @@ COMMANDS = {
                                      "classes with both protocols. --data names a folder with images/*.jpg and train.csv, val.csv, test.csv."),
 }
 
+def add_run_options(command: argparse.ArgumentParser, default_dir: str, resume_help: str) -> None:
+    "The options of every command that trains: where the run goes, resuming it, the device, and listing the fields."
+    command.add_argument('--run-dir', type=Path, default=None, help=f'where to write the run (default: {default_dir})')
+    command.add_argument('--resume', action='store_true', help=resume_help)
+    command.add_argument('--device', default=None, help="'auto' (default: a GPU when present), 'cpu', 'cuda', ...")
+    command.add_argument('--list', action='store_true', help='list every field that can be overridden, with its value, and exit')
+
+def experiment_from(args, parser: argparse.ArgumentParser, make_preset) -> object:
+    "The experiment `make_preset()` with the command line's overrides, --device and --data applied and the device checked; a bad value is a usage error (exit code 2)."
+    given = ([f'device={args.device}'] if args.device else []) + ([f'task.data_root={args.data}'] if getattr(args, 'data', None) else [])
+    try:
+        exp = parse_overrides(args.overrides + given, make_preset())
+        get_device(exp.config.device)                         # an unusable device is an error now, not after setting up a run
+    except ValueError as e:
+        parser.error(str(e))
+    return exp
+
+def list_fields(exp) -> int:
+    "`--list`: print every field that can be overridden, with its value."
+    for name, value in flat_fields(exp).items(): print(f"{name.removeprefix('config.')}={value}")
+    return 0
+
+def new_run_dir(args, parser: argparse.ArgumentParser, name: str) -> Path:
+    "--run-dir, or `runs/<name>-<time>`; --resume needs the former."
+    if args.resume and args.run_dir is None: parser.error("--resume needs --run-dir (the run to continue)")
+    return args.run_dir or Path('runs') / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
 def make_parser() -> argparse.ArgumentParser:
     "The `flp` argument parser: one subcommand per experiment, the same options for each."
     parser = argparse.ArgumentParser(prog='flp', description='Learning to learn with feedback and local plasticity (FLP).')
@@ -68,11 +95,8 @@ def make_parser() -> argparse.ArgumentParser:
                                                               "(default: the package's data folder, downloading there)")
         if name == 'miniimagenet':
             command.add_argument('--data', required=True, help='your Mini-ImageNet folder: images/*.jpg and train.csv, val.csv, test.csv')
-        command.add_argument('--run-dir', type=Path, default=None, help=f'where to write the run (default: runs/{name}-<preset>-<time>)')
-        command.add_argument('--resume', action='store_true', help='continue the run in --run-dir from its checkpoints')
-        command.add_argument('--device', default=None, help="'auto' (default: a GPU when present), 'cpu', 'cuda', ...")
+        add_run_options(command, f'runs/{name}-<preset>-<time>', 'continue the run in --run-dir from its checkpoints')
         command.add_argument('--no-progress', action='store_true', help='no progress bars')
-        command.add_argument('--list', action='store_true', help='list every field that can be overridden, with its value, and exit')
     analyze = sub.add_parser('analyze', help="the update analysis of a finished run: FLP's updates against gradient steps and OML's",
                              description="Trace FLP, the same network learning by gradient descent, and OML (from RUN_DIR/learners/) "
                                          "on continual lifetimes; measure similarity, interference, dimensionality and sparsity of "
@@ -91,10 +115,7 @@ def make_parser() -> argparse.ArgumentParser:
     curve.add_argument('--milestones', default=None, help='meta-steps at which to keep the meta-parameters, comma-separated '
                                                           '(default: 0,100,300,1000,3000,10000 and 20000 for sine, 40000 for Omniglot)')
     curve.add_argument('--data', default=None, help='omniglot: a folder of the official zips or extracted folders, or one zip')
-    curve.add_argument('--run-dir', type=Path, default=None, help='where to write the run (default: runs/curve-<kind>-<preset>-<time>)')
-    curve.add_argument('--resume', action='store_true', help='continue the run in --run-dir (learners may be added)')
-    curve.add_argument('--device', default=None, help="'auto' (default), 'cpu', 'cuda', ...")
-    curve.add_argument('--list', action='store_true', help='list every field that can be overridden, with its value, and exit')
+    add_run_options(curve, 'runs/curve-<kind>-<preset>-<time>', 'continue the run in --run-dir (learners may be added)')
     evaluate = sub.add_parser('evaluate', help='evaluate every milestone of a long run (flp curve) and write its tables and figures',
                               description="Evaluate each learner's kept meta-parameters at every milestone on the full protocol (sine: "
                                           "continual and iid streams; Omniglot: 5-way 5-shot and class-incremental streams), without "
@@ -105,16 +126,11 @@ def make_parser() -> argparse.ArgumentParser:
 def curve_command(args, parser, argv: list[str]) -> int:
     "`flp curve KIND`: `train_curve` on `curve_preset(KIND, --preset)` with the overrides; bad input in one line, exit code 2."
     from feedback_plasticity.curves import curve_preset, train_curve
-    given = ([f'device={args.device}'] if args.device else []) + ([f'task.data_root={args.data}'] if args.data else [])
-    try:
-        exp = parse_overrides(args.overrides + given, curve_preset(args.kind, args.preset))
-        milestones = [int(m) for m in args.milestones.split(',')] if args.milestones else None
-    except ValueError as e: parser.error(str(e))
-    if args.list:
-        for name, value in flat_fields(exp).items(): print(f"{name.removeprefix('config.')}={value}")
-        return 0
-    if args.resume and args.run_dir is None: parser.error("--resume needs --run-dir (the run to continue)")
-    run_dir = args.run_dir or Path('runs') / f"curve-{args.kind}-{args.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    exp = experiment_from(args, parser, lambda: curve_preset(args.kind, args.preset))
+    try: milestones = [int(m) for m in args.milestones.split(',')] if args.milestones else None
+    except ValueError as e: parser.error(f"--milestones={args.milestones!r}: give meta-step counts separated by commas, e.g. 0,100,1000 ({e})")
+    if args.list: return list_fields(exp)
+    run_dir = new_run_dir(args, parser, f"curve-{args.kind}-{args.preset}")
     try: train_curve(exp, run_dir, milestones, resume=args.resume, command='flp ' + shlex.join(argv))
     except (ValueError, DatasetError, CheckpointError) as e: parser.exit(2, f"flp curve: error: {e}\n")
     print(f"run directory: {run_dir}; evaluate it with: flp evaluate {run_dir}")
@@ -155,17 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == 'evaluate': return evaluate_command(args, parser, argv)
     start_distributed(args.device)
     spec = COMMANDS[args.command]
-    given = ([f'device={args.device}'] if args.device else []) + ([f'task.data_root={args.data}'] if getattr(args, 'data', None) else [])
-    try:
-        exp = parse_overrides(args.overrides + given, spec['preset'](args.preset))
-        get_device(exp.config.device)                         # an unusable device is an error now, not after setting up a run
-    except ValueError as e:
-        parser.error(str(e))
-    if args.list:
-        for name, value in flat_fields(exp).items(): print(f"{name.removeprefix('config.')}={value}")
-        return 0
-    if args.resume and args.run_dir is None: parser.error("--resume needs --run-dir (the run to continue)")
-    run_dir = args.run_dir or Path('runs') / f"{args.command}-{args.preset}-{datetime.now():%Y%m%d-%H%M%S}"
+    exp = experiment_from(args, parser, lambda: spec['preset'](args.preset))
+    if args.list: return list_fields(exp)
+    run_dir = new_run_dir(args, parser, f"{args.command}-{args.preset}")
     print(f"run directory: {run_dir}")
     try:
         spec['run'](exp, run_dir, resume=args.resume, progress=not args.no_progress, command='flp ' + shlex.join(argv))

@@ -16,8 +16,8 @@ from .meta import meta_train, NonFiniteError
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
                                            evaluate_classes, class_stream_loss)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
-                                             learner_config, training_episodes, search_and_record, open_run_dir, LEARNER_NAMES,
-                                             _comparable, _with_defaults)
+                                             learner_config, training_episodes, search_and_record, open_run_dir, for_each_learner,
+                                             LEARNER_NAMES)
 from .tasks import make_episode, task_classes
 
 # %% auto #0
@@ -43,10 +43,10 @@ def save_snapshot(run_dir, learner_id: str, step: int, theta: dict) -> Path:
     return save_checkpoint(snapshot_path(run_dir, learner_id, step), {'theta': {k: v.detach().cpu() for k, v in theta.items()}, 'step': step})
 
 # %% ../nbs/09_curves.ipynb #96b0b330
-def _log_chunk(log, learner_id: str, result, start: int, seconds: float):
+def _log_chunk(log, result, start: int, seconds: float):
     last = result.history[-1] if result.history else {}
     rate = (result.step - start) / max(seconds, 1e-9)
-    log(f"[{learner_id}] meta-step {result.step}" + (f": held-out loss {last['eval_loss']:.4f}" if 'eval_loss' in last else '')
+    log(f"meta-step {result.step}" + (f": held-out loss {last['eval_loss']:.4f}" if 'eval_loss' in last else '')
         + f" ({rate:.1f} meta-steps/s)")
 
 def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable = print) -> dict[int, Path]:
@@ -58,16 +58,15 @@ def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable
     folder.mkdir(parents=True, exist_ok=True)
     have = snapshots(run_dir, learner_id)
     if all(m in have for m in milestones) or (folder / 'diverged.json').exists(): return have
-    if learner_id == 'pretrain_sgd':
-        # supervised steps on as many episodes as the meta-trained learners see by each milestone
-        keep = lambda step, theta: save_snapshot(run_dir, learner_id, step, theta) if step in milestones else None
-        save_snapshot(run_dir, learner_id, 0, init_theta(cfg, torch.Generator().manual_seed(cfg.seed), get_device(cfg.device)))
-        pretrain(train_cfg, last, cfg.meta.meta_batch, exp.pretrain_lr, cfg.seed, after_step=keep)
-        log(f"[{learner_id}] pretrained for {last} steps")
-        return snapshots(run_dir, learner_id)
     if learner_id in ('scratch_sgd', 'flp_untrained'):
         raise ValueError(f"learner {learner_id!r} is not trained, so it has no curve; evaluate it with run_sine or run_classification")
     if 0 not in have: save_snapshot(run_dir, learner_id, 0, init_theta(cfg, torch.Generator().manual_seed(cfg.seed), get_device(cfg.device)))
+    if learner_id == 'pretrain_sgd':
+        # supervised steps on as many episodes as the meta-trained learners see by each milestone
+        keep = lambda step, theta: save_snapshot(run_dir, learner_id, step, theta) if step in milestones else None
+        pretrain(train_cfg, last, cfg.meta.meta_batch, exp.pretrain_lr, cfg.seed, after_step=keep)
+        log(f"pretrained for {last} steps")
+        return snapshots(run_dir, learner_id)
     checkpoint = folder / 'checkpoint.pt'
     done = load_checkpoint(checkpoint)['step'] if checkpoint.exists() else 0
     missed = [m for m in milestones if 0 < m < done and m not in have]
@@ -83,19 +82,14 @@ def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable
                                 draw_episode=training_episodes(exp, learner_id))
         except NonFiniteError as error:
             (folder / 'diverged.json').write_text(json.dumps({'step': error.last_good.step, 'error': str(error)}, indent=1))
-            log(f"[{learner_id}] meta-training stopped: {error}")
+            log(f"meta-training stopped: {error}")
             break
         done = stop
-        _log_chunk(log, learner_id, result, start, time.time() - t0)
+        _log_chunk(log, result, start, time.time() - t0)
         if stop in milestones: save_snapshot(run_dir, learner_id, stop, result.theta)
     return snapshots(run_dir, learner_id)
 
 # %% ../nbs/09_curves.ipynb #12893add
-def _train_in_worker(exp_dict: dict, kind: type, learner_id: str, run_dir, milestones):
-    torch.set_num_threads(1)
-    exp = config_from_dict(exp_dict, kind)
-    return train_to_milestones(exp, learner_id, run_dir, milestones, lambda line: print(line, flush=True))
-
 def _kind(exp) -> str:
     return 'sine' if isinstance(exp, SineExperiment) else 'classification'
 
@@ -105,32 +99,22 @@ def train_curve(exp, run_dir, milestones=None, resume: bool = False, command: st
     if milestones[0] < 0: raise ValueError(f"milestones must be meta-step counts >= 0, got {milestones}")
     run_dir = Path(run_dir)
     spec = run_dir / 'curve.json'
-    if resume and spec.exists() and json.loads(spec.read_text())['milestones'] != list(milestones):
-        raise ValueError(f"{run_dir} was started with milestones {json.loads(spec.read_text())['milestones']}; resume with the same ones")
-    if not resume and spec.exists():
+    started = json.loads(spec.read_text()) if spec.exists() else None
+    if started and not resume:
         raise ValueError(f"{run_dir} already holds a run; continue it with resume=True (--resume) or choose another folder")
-    if resume and (run_dir / 'config.json').exists():
-        # the same experiment, except that learners may be added (each keeps its own checkpoint) and meta.steps, device, workers
-        saved = _comparable(_with_defaults(json.loads((run_dir / 'config.json').read_text()), type(exp)))
-        if {**saved, 'learners': None} != {**_comparable(config_to_dict(exp)), 'learners': None}:
-            raise ValueError(f"{run_dir} holds a run of a different experiment; resume with the same settings or choose another folder")
+    if started and started['milestones'] != list(milestones):
+        raise ValueError(f"{run_dir} was started with milestones {started['milestones']}; resume with the same ones")
     # the run's learners: those it had, then the new ones (only the ones asked for now are trained by this call)
-    had = json.loads(spec.read_text())['learners'] if resume and spec.exists() else []
+    had = started['learners'] if started else []
     everyone = tuple(had) + tuple(i for i in exp.learners if i not in had)
     earlier = (run_dir / 'command.txt').read_text() if resume and (run_dir / 'command.txt').exists() else ''
-    open_run_dir(replace(exp, learners=everyone), run_dir, False, command)
+    # the same experiment, except that learners may be added (each keeps its own checkpoint)
+    open_run_dir(replace(exp, learners=everyone), run_dir, resume, command, may_change=('learners',))
     (run_dir / 'command.txt').write_text(earlier + (run_dir / 'command.txt').read_text())   # every command that trained this run
     spec.write_text(json.dumps({'kind': _kind(exp), 'milestones': list(milestones), 'learners': list(everyone)}, indent=1))
     workers = min(exp.workers, os.cpu_count() or 1, len(exp.learners))
     log(f"{run_dir}: {len(exp.learners)} learners to meta-step {milestones[-1]}, snapshots at {list(milestones)}, {workers} at a time")
-    if workers <= 1:
-        for learner_id in exp.learners: train_to_milestones(exp, learner_id, run_dir, milestones, log)
-        return run_dir
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-        futures = [pool.submit(_train_in_worker, config_to_dict(exp), type(exp), i, run_dir, milestones) for i in exp.learners]
-        for future in futures: future.result()
+    for_each_learner(train_to_milestones, exp, workers, run_dir, milestones, log=log, tag=True)
     return run_dir
 
 # %% ../nbs/09_curves.ipynb #b0e48a61
@@ -222,8 +206,7 @@ def evaluate_curve(run_dir, log: Callable = print) -> dict:
     cells, diverged = results.setdefault('cells', {}), results.setdefault('diverged', {})
     evaluate = _sine_cells if spec['kind'] == 'sine' else _classification_cells
     for learner_id in spec['learners']:
-        cfg = learner_config(exp, learner_id)
-        if learner_id != 'oml' or spec['kind'] == 'sine': cfg = override(cfg, **{'task.iid_unit': exp.config.task.iid_unit})
+        cfg = override(learner_config(exp, learner_id), **{'task.iid_unit': exp.config.task.iid_unit})   # one protocol for all
         for step, path in snapshots(run_dir, learner_id).items():
             if str(step) in cells.get(learner_id, {}): continue
             t0 = time.time()
@@ -234,16 +217,15 @@ def evaluate_curve(run_dir, log: Callable = print) -> dict:
         stopped = run_dir / 'learners' / learner_id / 'diverged.json'
         if stopped.exists(): diverged[learner_id] = json.loads(stopped.read_text())
     if spec['kind'] == 'sine': results['zero_predictor_mse'] = zero_predictor_mse(exp)
-    results['plasticity'] = {i: plasticity_along(run_dir, i) for i in spec['learners'] if learner_config(exp, i).plasticity.rule != 'sgd'}
+    results['plasticity'] = {i: plasticity_along(run_dir, exp, i) for i in spec['learners'] if learner_config(exp, i).plasticity.rule != 'sgd'}
     cache_path.write_text(json.dumps(results, indent=1))
     write_curve_report(run_dir, exp, results)
     return results
 
 # %% ../nbs/09_curves.ipynb #93126287
-def plasticity_along(run_dir, learner_id: str) -> dict:
+def plasticity_along(run_dir, exp, learner_id: str) -> dict:
     "Mean $|\\eta_\\ell|$ and $s_\\ell$ of every plastic layer at each snapshot of learner `learner_id`: `{step: {'eta': {l: ...}, 's': {l: ...}}}`."
     from feedback_plasticity.rules import plasticity_coefficient
-    exp, _ = _experiment(Path(run_dir))
     cfg, out = learner_config(exp, learner_id), {}
     for step, path in snapshots(run_dir, learner_id).items():
         theta = load_checkpoint(path)['theta']
@@ -260,11 +242,15 @@ def _rows(results: dict) -> list[tuple]:
             rows.append((learner_id, name, {int(s): cells[name] for s, cells in by_step.items() if name in cells}))
     return rows
 
+def _columns(rows: list[tuple]) -> list[str]:
+    "The protocol columns of `_rows`' cells ('continual', 'iid'; or Omniglot's), in order."
+    return list(dict.fromkeys(k for *_, by_step in rows for cells in by_step.values() for k in cells if k not in ('per_task', 'lr_search')))
+
 def curve_tables(results: dict) -> str:
     "The markdown of `curve.md`: every learner at the last milestone it reached, then its learning curve."
     rows = _rows(results)
     cell = lambda c: f"{c['mean']:.3f} ± {c['ci95']:.3f}"
-    columns = list(dict.fromkeys(k for *_, by_step in rows for cells in by_step.values() for k in cells if k not in ('per_task', 'lr_search')))
+    columns = _columns(rows)
     metric = 'query MSE' if results['kind'] == 'sine' else 'test accuracy'
     lines = [f"At the last milestone each learner reached ({metric}, mean ± 95% CI over {results['eval_runs']} runs):", '',
              '| learner | meta-steps | ' + ' | '.join(columns) + ' |', '|---|---|' + '---|' * len(columns)]
@@ -294,7 +280,7 @@ def plot_curve(results: dict, title: str):
     "The learning curves: one panel per protocol column, meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dashed."
     import matplotlib.pyplot as plt
     rows = _rows(results)
-    columns = list(dict.fromkeys(k for *_, by_step in rows for cells in by_step.values() for k in cells if k not in ('per_task', 'lr_search')))
+    columns = _columns(rows)
     fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 4.4), squeeze=False, sharey=results['kind'] == 'sine')
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in rows))}   # a learner and its plasticity-off variant share one

@@ -22,7 +22,7 @@ from .tasks import task_classes, make_episode, make_oml_episode
 # %% auto #0
 __all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS',
            'SineExperiment', 'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes',
-           'search_and_record', 'make_learner', 'run_sine', 'open_run_dir', 'ablation_preset',
+           'search_and_record', 'make_learner', 'run_sine', 'open_run_dir', 'for_each_learner', 'ablation_preset',
            'ClassificationExperiment', 'classification_preset', 'omniglot_preset', 'miniimagenet_preset',
            'run_classification']
 
@@ -189,44 +189,50 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
     return results
 
-def open_run_dir(exp, run_dir, resume: bool, command: str | None) -> Path | None:
-    "Create `run_dir` with the experiment's config.json and command.txt; refuse to resume a run of a different experiment."
+def open_run_dir(exp, run_dir, resume: bool, command: str | None, may_change: tuple = ()) -> Path | None:
+    "Create `run_dir` with the experiment's config.json and command.txt; refuse to resume a run of a different experiment (fields of `may_change` aside)."
     if run_dir is None: return None
     run_dir = Path(run_dir)
     if world()[0] != 0: return run_dir                                       # data parallel: rank 0 writes
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / 'config.json'
-    if resume and saved.exists() and _comparable(_with_defaults(json.loads(saved.read_text()), type(exp))) != _comparable(config_to_dict(exp)):
+    if resume and saved.exists() and _comparable(_with_defaults(json.loads(saved.read_text()), type(exp)), may_change) != _comparable(config_to_dict(exp), may_change):
         raise ValueError(f"{run_dir} holds a run of a different experiment (only meta.steps and device may change on resume); "
                          f"resume with the same settings or choose a new --run-dir")
     saved.write_text(json.dumps(config_to_dict(exp), indent=1))
     (run_dir / 'command.txt').write_text((command or ' '.join(sys.argv)) + '\n')
     return run_dir
 
-def _train_one(exp_dict: dict, kind: type, learner_id: str, run_dir, resume: bool) -> Learner:
-    "`make_learner` in a worker process (one torch thread), printing its log lines as they come."
+def _tagged(learner_id: str, log: Callable) -> Callable:
+    return lambda line: log(f"[{learner_id}] {line.strip()}")
+
+def _in_worker(task: Callable, exp_dict: dict, kind: type, learner_id: str, *args):
+    "`task(exp, learner_id, *args, log=...)` in a worker process (one torch thread), printing its log lines, tagged with the learner, as they come."
     torch.set_num_threads(1)
-    return make_learner(config_from_dict(exp_dict, kind), learner_id, run_dir, resume, False,
-                        lambda line: print(f"[{learner_id}] {line.strip()}", flush=True))
+    return task(config_from_dict(exp_dict, kind), learner_id, *args, log=_tagged(learner_id, lambda line: print(line, flush=True)))
+
+def for_each_learner(task: Callable, exp, workers: int, *args, log: Callable = print, tag: bool = False) -> list:
+    "`task(exp, learner_id, *args, log=log)` for every learner of `exp`: one after another, or `workers` at a time in worker processes (one torch thread each, their log lines tagged with the learner; in this process too with `tag`)."
+    if workers <= 1: return [task(exp, i, *args, log=_tagged(i, log) if tag else log) for i in exp.learners]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+        futures = [pool.submit(_in_worker, task, config_to_dict(exp), type(exp), i, *args) for i in exp.learners]
+        return [future.result() for future in futures]
 
 def _train_all(exp, run_dir, resume: bool, progress: bool, log: Callable) -> list[Learner]:
     "Every learner of `exp`, trained one after another or, with `exp.workers > 1`, that many at a time in worker processes (which print their progress to stdout)."
     workers = min(exp.workers, os.cpu_count() or 1, len(exp.learners)) if world()[1] == 1 else 1   # ranks train together, one learner at a time
-    if workers <= 1: return [make_learner(exp, i, run_dir, resume, progress, log) for i in exp.learners]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-        futures = [pool.submit(_train_one, config_to_dict(exp), type(exp), i, run_dir, resume) for i in exp.learners]
-        return [future.result() for future in futures]
+    return for_each_learner(make_learner, exp, workers, run_dir, resume, progress and workers <= 1, log=log)
 
 def _with_defaults(saved: dict, kind: type) -> dict:
     "A saved experiment dict with every field added to the package since then at its default value."
     return config_to_dict(config_from_dict(saved, kind))
 
-def _comparable(experiment: dict) -> dict:
-    "An experiment dict without the fields that may change when a run is resumed (meta.steps, device, workers)."
+def _comparable(experiment: dict, may_change: tuple = ()) -> dict:
+    "An experiment dict without the fields that may change when a run is resumed (meta.steps, device, workers, and `may_change`)."
     d = json.loads(json.dumps(experiment))                                 # tuples and lists compare equal after JSON
-    return {**{k: v for k, v in d.items() if k != 'workers'}, 'config': resumable_part(d['config'])}
+    return {**{k: v for k, v in d.items() if k not in ('workers', *may_change)}, 'config': resumable_part(d['config'])}
 
 # %% ../nbs/07_experiments.ipynb #18f26e15
 SINE_ABLATION = ('flp_oja', 'no_feedback', 'random_feedback', 'flp_hebb', 'eta_neuron', 'eta_layer', 'target_signal',

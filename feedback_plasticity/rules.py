@@ -63,11 +63,7 @@ def gradient_posts_vjp(W: dict, acts: dict, y: torch.Tensor, layers: list[Layer]
     "Backward of `gradient_posts` (fast weights `W` `{l: (M, n_out, n_in)}`) for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({L: ∂L/∂ŷ}, {l: ∂L/∂W_l})` (no graph)."
     plastic = [layer for layer in layers if layer.plastic]
     L, task = layers[-1].index, cfg.signal.task
-    # the forward again: a~_L, then a~_l = (a~_{l+1} W_{l+1}) ⊙ φ'(z_l), top down
-    posts = {L: output_descent_direction(acts[L], y, task)}                          # (M, b, n_L)
-    for layer in reversed(plastic[:-1]):
-        l = layer.index
-        posts[l] = torch.bmm(posts[l + 1], W[l + 1]) * (acts[l] > 0)                    # (M, b, n_l)
+    posts = gradient_posts({}, {f'W{l}': w for l, w in W.items()}, acts, y, layers, cfg)   # the forward again (it reads no θ)
     d_p = {l: g.clone() for l, g in d_posts.items()}
     d_W = {}
     for layer in plastic[:-1]:                                                           # bottom up
