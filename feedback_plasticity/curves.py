@@ -273,7 +273,7 @@ def curve_tables(results: dict) -> str:
                   '| meta-steps | ' + ' | '.join(f'η{l}' for l in layers) + ' | s (mean over layers) |', '|---|' + '---|' * (len(layers) + 1)]
         for step, v in sorted(along.items(), key=lambda kv: int(kv[0])):
             s = list(v['s'].values())
-            lines.append(f"| {step} | " + ' | '.join(f"{v['eta'][l]:.2e}" for l in layers) + f" | {sum(s) / len(s):.3f} |" if s else ' — |')
+            lines.append(f"| {step} | " + ' | '.join(f"{v['eta'][l]:.2e}" for l in layers) + (f" | {sum(s) / len(s):.3f} |" if s else ' | — |'))
     return '\n'.join(lines) + '\n'
 
 def plot_curve(results: dict, title: str):
