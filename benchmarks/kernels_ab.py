@@ -4,9 +4,9 @@ This machine's speed drifts by 10-20% within an hour, so a change to the kernels
 in turn in one process, not by two benchmark runs made minutes apart. Each round runs one lifetime (forward and
 meta-gradient backward, `meta.fused=True`) on each version; the first round is a warm-up.
 
-Usage: `python benchmarks/kernels_ab.py old.cpp new.cpp [--rounds 4] [--lifetimes 1]`. A source file holds the text of
-`feedback_plasticity.kernels.KERNEL_SOURCE`; write the current one with
-`python -c "import feedback_plasticity.kernels as k; print(k.KERNEL_SOURCE, end='')" > old.cpp`.
+Usage: `python benchmarks/kernels_ab.py old.cpp new.cpp [--rounds 4] [--lifetimes 1]`. A source file is a version of
+the kernels' C++, `feedback_plasticity/csrc/plastic_layer.cpp` (`feedback_plasticity.kernels.KERNEL_SOURCE` is its text);
+keep the current one with `cp feedback_plasticity/csrc/plastic_layer.cpp old.cpp` before editing it.
 """
 import argparse, time
 import torch

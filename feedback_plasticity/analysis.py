@@ -4,12 +4,12 @@
 
 # %% ../nbs/13_analysis.ipynb #d27d3fac
 from __future__ import annotations
-import json, math
-from dataclasses import dataclass
+import json, math, textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from torch.func import jvp
-from .core import Config, TaskConfig, get_dtype, load_checkpoint, config_from_dict
+from .core import TaskConfig, get_dtype, load_checkpoint, config_from_dict, finite_or_none
 from .feedback import build_layers, initial_fast, plastic_forward
 from .rules import task_loss, plasticity_coefficients
 from .lifetime import Episode, inner_step
@@ -19,10 +19,11 @@ from .continual import (Learner, mean_ci, task_losses, frozen_features, with_out
 from .experiments import SineExperiment, ClassificationExperiment, learner_config, search_and_record, LEARNER_NAMES
 
 # %% auto #0
-__all__ = ['MEASURES', 'UpdateTrace', 'trace_updates', 'cosine_within_across', 'alignment', 'participation_ratio',
-           'hoyer_sparsity', 'interference', 'update_measures', 'forgetting_curve', 'harm_per_gain', 'measures_table',
-           'paired_difference', 'UpdateAnalysis', 'continual_episode', 'analyze_learners', 'plot_analysis',
-           'run_learners', 'analyze_run']
+__all__ = ['MEASURES', 'SIGNS', 'UpdateTrace', 'trace_updates', 'cosine_within_across', 'alignment', 'participation_ratio',
+           'hoyer_sparsity', 'interference', 'update_measures', 'task_bounds', 'learned_tasks', 'forgetting_curve',
+           'harm_per_gain', 'read_interference', 'measures_table', 'paired_difference', 'UpdateAnalysis',
+           'continual_episode', 'analyze_learners', 'forgetting_summary', 'plot_analysis', 'run_learners',
+           'analyze_run']
 
 # %% ../nbs/13_analysis.ipynb #c034ab30
 @dataclass
@@ -136,20 +137,50 @@ def update_measures(trace: UpdateTrace, with_descent: bool = True) -> dict[str, 
                       'participation ratio': participation_ratio(V), 'sparsity (Hoyer)': hoyer_sparsity(V)}
     return rows
 
-def forgetting_curve(trace: UpdateTrace) -> torch.Tensor:
-    "Loss of the first task after each task of the stream, `(M, K)`."
-    boundaries = torch.nonzero(trace.task[1:] != trace.task[:-1]).flatten() + 1    # first step of each later task
-    ends = torch.cat([boundaries, torch.tensor([len(trace.task)])])                 # after the last step of each task
-    return trace.loss[:, ends, 0]
+def task_bounds(task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "For each task k of the steps' tasks `task` `(T,)`, the index into a trace's `loss` `(M, T+1, K)` right before its first step and right after its last: `(K,)` each."
+    K = int(task.max()) + 1
+    steps = [torch.nonzero(task == k).flatten() for k in range(K)]
+    # loss[:, τ] is the loss before step τ, loss[:, τ+1] the loss after it
+    return torch.stack([s[0] for s in steps]), torch.stack([s[-1] + 1 for s in steps])
+
+def learned_tasks(loss: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+    "Which tasks each lifetime learned, `(M, K)`: task k's loss right after its own steps is below its loss right before them."
+    before, after = task_bounds(task)
+    k = torch.arange(len(before))
+    # learned_k ⇔ L_k(after task k's steps) < L_k(before them)
+    return loss[:, after, k] < loss[:, before, k]
+
+def forgetting_curve(trace: UpdateTrace, task: int = 0) -> torch.Tensor:
+    "Loss of task `task` (the first by default) before the stream and after each task of the stream, `(M, K+1)`."
+    _, after = task_bounds(trace.task)
+    return trace.loss[:, torch.cat([torch.tensor([0]), after]), task]
 
 MEASURES = ('cosine within task', 'cosine across tasks', 'alignment with gradient', 'harm', 'gain', 'harm (first order)',
             'gain (first order)', 'participation ratio', 'sparsity (Hoyer)')
+
+SIGNS = ("harm is the mean change of the loss on earlier tasks that one step causes: harm > 0 means the update raised the loss "
+         "on earlier tasks (interference), harm < 0 that it lowered it (transfer). gain is minus the change of the loss on the "
+         "task being learned: gain > 0 means the update lowered it (learning), gain < 0 that it raised it.")
 
 def harm_per_gain(row: dict, first_order: bool = False) -> str:
     "Mean harm over mean gain (actual or first order) of a row, or a dash where the mean gain is not positive."
     suffix = ' (first order)' if first_order else ''
     harm, gain = row['harm' + suffix].mean().item(), row['gain' + suffix].mean().item()
     return f'{harm / gain:.3g}' if gain > 0 else '— (no gain)'
+
+def read_interference(name: str, row: dict) -> str:
+    "One sentence that says what a row's harm and gain mean: which losses its steps raised or lowered, and what follows."
+    (harm, harm_ci), (gain, gain_ci) = mean_ci(row['harm']), mean_ci(row['gain'])
+    def moved(change, ci): return 'raised' if change - ci > 0 else 'lowered' if change + ci < 0 else 'did not clearly change'
+    sentence = (f"{name}: a step {moved(harm, harm_ci)} the loss on earlier tasks (harm {harm:+.3g} ± {harm_ci:.2g}) and "
+                f"{moved(-gain, gain_ci)} the loss on the task being learned (gain {gain:+.3g} ± {gain_ci:.2g}).")
+    if gain + gain_ci < 0:
+        return sentence + (" Its steps make even their own task worse: they overshoot (too long) or do not descend, so its harm "
+                           "measures overshooting, not interference between tasks.")
+    if gain - gain_ci > 0 and harm - harm_ci > 0: return sentence + f" It gives up {harm / gain:.2g} on earlier tasks per unit gained."
+    if gain - gain_ci > 0 and harm + harm_ci < 0: return sentence + " Its steps help earlier tasks as well: no interference."
+    return sentence
 
 def measures_table(rows: dict[str, dict[str, torch.Tensor]], measures=MEASURES) -> str:
     "A markdown table of `rows` (learner -> measure -> per-lifetime values): mean ± 95% CI, and harm per gain (actual, first order)."
@@ -166,10 +197,11 @@ def paired_difference(rows: dict, a: str, b: str, measure: str = 'harm') -> tupl
 # %% ../nbs/13_analysis.ipynb #f9e1733b
 @dataclass
 class UpdateAnalysis:
-    "The measures of every analysed learner and of the gradient steps at its points, and their forgetting curves."
+    "The measures of every analysed learner and of the gradient steps at its points, their forgetting curves, and which tasks they learned."
     rows: dict           # name -> measure -> (runs,)
-    forgetting: dict     # learner name -> (runs, K): loss of task 1 after each task
+    forgetting: dict     # learner name -> (runs, K+1): loss of task 1 before the stream and after each task
     protocol: str        # what the lifetimes were
+    learned: dict = field(default_factory=dict)   # learner name -> (runs, K) bool: which tasks each lifetime learned
 
 def continual_episode(learner: Learner, M: int, generator: torch.Generator, classes=None, n_way: int = 5, k_shot: int = 5,
                       query: int = 5, stream_pool: int = 15) -> tuple[Learner, Episode, int]:
@@ -185,49 +217,112 @@ def continual_episode(learner: Learner, M: int, generator: torch.Generator, clas
 
 def analyze_learners(learners: list[Learner], n_runs: int = 20, batch: int = 10, seed: int = 2024, classes=None, **protocol) -> UpdateAnalysis:
     "Trace every learner on the same `n_runs` continual lifetimes (sine, or `classes` with `protocol`) and collect the measures."
-    rows, forgetting = {}, {}
+    rows, forgetting, learned = {}, {}, {}
     for learner in learners:
-        generator, parts, curves = torch.Generator().manual_seed(seed), [], []
+        generator, parts, curves, masks = torch.Generator().manual_seed(seed), [], [], []
         for start in range(0, n_runs, batch):
             fitted, episode, K = continual_episode(learner, min(batch, n_runs - start), generator, classes, **protocol)
             trace = trace_updates(fitted, episode, K)
-            parts.append(update_measures(trace, with_descent=learner.cfg.plasticity.rule != 'sgd')); curves.append(forgetting_curve(trace))
+            parts.append(update_measures(trace, with_descent=learner.cfg.plasticity.rule != 'sgd'))
+            curves.append(forgetting_curve(trace)); masks.append(learned_tasks(trace.loss, trace.task))
         for name in parts[0]:
             rows[name] = {m: torch.cat([p[name][m] for p in parts]) for m in parts[0][name]}
-        forgetting[learner.name] = torch.cat(curves)
+        forgetting[learner.name], learned[learner.name] = torch.cat(curves), torch.cat(masks)
     what = 'sine functions' if classes is None else f"{protocol.get('n_way', 5)} classes x {protocol.get('k_shot', 5)} images"
-    return UpdateAnalysis(rows, forgetting, f"{n_runs} continual lifetimes of {what}")
+    return UpdateAnalysis(rows, forgetting, f"{n_runs} continual lifetimes of {what}", learned)
+
+def forgetting_summary(analysis: UpdateAnalysis) -> str:
+    "The forgetting curves as markdown lines: task 1's loss before the stream and after each task, over the lifetimes that learned it."
+    lines = ["loss of task 1 before the stream and after each task, mean over the lifetimes that learned task 1 "
+             "(its loss right after its own steps below its loss right before them):", '']
+    for name, curve in analysis.forgetting.items():
+        learned = analysis.learned[name][:, 0]
+        if not learned.any(): lines.append(f"- {name}: learned task 1 in none of {len(learned)} lifetimes"); continue
+        lines.append(f"- {name} ({int(learned.sum())} of {len(learned)} lifetimes): " + ', '.join(f'{v:.3g}' for v in curve[learned].mean(0).tolist()))
+    return '\n'.join(lines)
 
 # %% ../nbs/13_analysis.ipynb #01306595
-def plot_analysis(analysis: UpdateAnalysis, metric: str = 'loss'):
-    "Five panels: (a) cosine within/across tasks, (b) harm and gain, (c) participation ratio, sparsity, (d) forgetting curves."
+def _wrap(name: str, width: int = 18) -> str:
+    "A row name broken into lines for a tick label."
+    return textwrap.fill(name, width)
+
+def _wide_range(values: list[float], ratio: float = 30.0) -> float | None:
+    "Where the nonzero magnitudes of `values` span more than `ratio`, a linear threshold for a symmetric log scale (a power of 10 at the smallest); else None."
+    sizes = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not sizes or max(sizes) / min(sizes) <= ratio: return None
+    return 10.0 ** math.floor(math.log10(min(sizes)))
+
+def _bar_panel(ax, rows: dict, measures: dict, ylabel: str, title: str, values: bool = False) -> list[float]:
+    "Bars of each measure (`measures`: name -> legend label) for each row, mean ± 95% CI over lifetimes; returns the means drawn."
+    names, width, drawn = list(rows), 0.8 / len(measures), []
+    for i, (m, label) in enumerate(measures.items()):
+        stats = [mean_ci(rows[n][m]) for n in names]
+        xs = [j + (i - (len(measures) - 1) / 2) * width for j in range(len(names))]
+        bars = ax.bar(xs, [s[0] for s in stats], width * 0.92, yerr=[0 if math.isnan(s[1]) else s[1] for s in stats], capsize=3,
+                      label=label, color=f'C{i}' if len(measures) > 1 else '0.45', ecolor='0.15')
+        if values: ax.bar_label(bars, labels=[f'{s[0]:.2g}' for s in stats], fontsize=8, padding=3); ax.margins(y=0.12)   # room for the labels
+        drawn += [s[0] for s in stats]
+    ax.set_xticks(range(len(names)), [_wrap(n) for n in names], fontsize=8)
+    ax.axhline(0, color='k', lw=0.6); ax.set_ylabel(ylabel); ax.set_title(title, fontsize=10)
+    if len(measures) > 1: ax.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.2), ncol=len(measures), frameon=False)
+    return drawn
+
+def _symlog_if_wide(ax, drawn: list[float]) -> None:
+    "A symmetric log y scale, said on the axis label, where the means drawn span orders of magnitude."
+    threshold = _wide_range(drawn)
+    if threshold is None: return
+    low, high = ax.dataLim.y0, ax.dataLim.y1                                        # bars and their error bars
+    ax.set_yscale('symlog', linthresh=threshold)
+    # a margin of a factor 3 beyond the largest magnitudes (a log axis has no room for additive margins)
+    ax.set_ylim(min(low * 3, -threshold) if low < 0 else 0, max(high * 3, threshold) if high > 0 else 0)
+    ax.set_ylabel(ax.get_ylabel() + f'\n(symmetric log scale, linear within ±{threshold:g})')
+
+def plot_analysis(analysis: UpdateAnalysis, metric: str = 'loss', title: str | None = None):
+    "Six panels: (a) similarity of updates, (b) harm and gain per step, (c) harm per gain to first order, (d) participation ratio, (e) sparsity, (f) forgetting of task 1 where learned."
     import matplotlib.pyplot as plt
-    names, rows = list(analysis.rows), analysis.rows
-    short = [n.replace("gradient step at ", "grad. at ").replace("'s points", "") for n in names]
-    fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
-    def bars(ax, measures, title):
-        width = 0.8 / len(measures)
-        for i, m in enumerate(measures):
-            stats = [mean_ci(rows[n][m]) for n in names]
-            xs = [j + (i - (len(measures) - 1) / 2) * width for j in range(len(names))]
-            drawn = ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=m)
-            ax.bar_label(drawn, labels=[f'{s[0]:.2g}' for s in stats], fontsize=6, padding=2)
-        ax.set_xticks(range(len(names)), short, rotation=25, ha='right', fontsize=7); ax.set_title(title, fontsize=10)
-        ax.axhline(0, color='k', lw=0.5)
-        if len(measures) > 1: ax.legend(fontsize=7)
-    bars(axes[0], ['cosine within task', 'cosine across tasks'], '(a) similarity of updates')
-    bars(axes[1], ['harm', 'harm (first order)', 'gain'], '(b) loss change per step: earlier tasks, current task')
-    bars(axes[2], ['participation ratio'], '(c) effective dimensionality (participation ratio)')
-    bars(axes[3], ['sparsity (Hoyer)'], '(c) sparsity of updates (Hoyer)')
-    axes[3].set_ylim(0, 1.1)
-    ax = axes[4]
-    for name, curve in analysis.forgetting.items():
-        mean = curve.mean(0); ci = 1.96 * curve.std(0) / math.sqrt(len(curve))
-        ks = range(1, len(mean) + 1)
-        ax.plot(ks, mean, marker='o', label=name); ax.fill_between(ks, mean - ci, mean + ci, alpha=0.2)
-    ax.set_xlabel('tasks learned'); ax.set_ylabel(f'{metric} on task 1'); ax.set_title('(d) forgetting of the first task', fontsize=10)
-    ax.legend(fontsize=7)
-    fig.suptitle(analysis.protocol, fontsize=10); fig.tight_layout()
+    rows = analysis.rows
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout='constrained')
+    (a, b, c), (d, e, f) = axes
+    _bar_panel(a, rows, {'cosine within task': 'two steps of the same task', 'cosine across tasks': 'steps of different tasks'},
+               'cosine similarity of two updates', '(a) similarity of updates')
+    drawn = _bar_panel(b, rows, {'harm': 'harm (actual)', 'harm (first order)': 'harm (first order)', 'gain': 'gain (actual)'},
+                       f'loss change per step ({metric})', '(b) harm to earlier tasks, gain on the current task')
+    _symlog_if_wide(b, drawn)
+    # (c) harm per gain to first order: directions only; no bar where the gain is not positive
+    ratios = {}
+    for j, (name, row) in enumerate(rows.items()):
+        harm, gain = row['harm (first order)'].mean().item(), row['gain (first order)'].mean().item()
+        if gain > 0: ratios[j] = harm / gain
+        else: c.text(j, 0, 'no gain', ha='center', va='bottom', fontsize=8, rotation=90)
+    drawn = c.bar(list(ratios), list(ratios.values()), 0.75, color='0.45')
+    c.bar_label(drawn, labels=[f'{v:.2g}' for v in ratios.values()], fontsize=8, padding=3); c.margins(y=0.12)
+    c.set_xticks(range(len(rows)), [_wrap(n) for n in rows], fontsize=8); c.set_xlim(-0.6, len(rows) - 0.4)
+    c.axhline(0, color='k', lw=0.6); c.set_ylabel('harm / gain, first order (no unit)')
+    c.set_title('(c) harm per unit of gain, directions only (lower: less interference)', fontsize=10)
+    _symlog_if_wide(c, list(ratios.values()))
+    _bar_panel(d, rows, {'participation ratio': 'participation ratio'}, 'participation ratio (dimensions)',
+               '(d) effective dimensionality of the updates', values=True)
+    _bar_panel(e, rows, {'sparsity (Hoyer)': 'Hoyer sparsity'}, 'Hoyer sparsity (0: all entries equal, 1: one entry)',
+               '(e) sparsity of the updates', values=True)
+    e.set_ylim(0, 1.1)
+    # (f) forgetting of task 1, over the lifetimes that learned it
+    for i, (name, curve) in enumerate(analysis.forgetting.items()):
+        learned = analysis.learned[name][:, 0] if name in analysis.learned else torch.ones(len(curve), dtype=torch.bool)
+        label = f'{name} (learned task 1 in {int(learned.sum())} of {len(learned)} lifetimes)'
+        if not learned.any():
+            f.plot([], [], color=f'C{i}', marker='x', ls='none', label=label + ', not drawn'); continue
+        stats = [mean_ci(column) for column in curve[learned].T]
+        mean, ci = torch.tensor([s[0] for s in stats]), torch.tensor([s[1] for s in stats]).nan_to_num(0.0)
+        ks = list(range(len(mean)))
+        f.plot(ks, mean, marker='o', color=f'C{i}', label=label); f.fill_between(ks, mean - ci, mean + ci, color=f'C{i}', alpha=0.2, lw=0)
+    K = max(len(curve[0]) for curve in analysis.forgetting.values()) - 1
+    f.set_xticks(range(K + 1), ['before'] + [str(k) for k in range(1, K + 1)])
+    f.set_xlabel('tasks learned so far'); f.set_ylabel(f'{metric} on task 1')
+    f.set_title('(f) forgetting of task 1, in the lifetimes that learned it (mean, 95% CI)', fontsize=10)
+    f.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.14), frameon=False)
+    fig.suptitle(title or analysis.protocol)
+    fig.supxlabel(textwrap.fill(f"Signs: {SIGNS} Learned: a task is learned in a lifetime when its loss right after its own steps "
+                                "is below its loss right before them. Bars: mean over lifetimes, 95% CI.", 190), fontsize=9)
     return fig
 
 # %% ../nbs/13_analysis.ipynb #2aff3b6e
@@ -273,21 +368,25 @@ def analyze_run(run_dir, n_runs: int = 20, batch: int = 10, log=print, command: 
     analysis = analyze_learners(analysed, n_runs, batch, seed=exp.config.seed + 2024, classes=classes, **protocol)
     out = run_dir / 'analysis'; out.mkdir(exist_ok=True)
     flp_vs_grad = paired_difference(analysis.rows, flp.name, f"gradient step at {flp.name}'s points")
-    summary = (f"{analysis.protocol}; mean ± 95% CI over lifetimes\n\n{measures_table(analysis.rows)}\n\n"
-               f"FLP's harm to earlier tasks minus that of gradient steps of the same length at the same points (paired): "
-               f"{flp_vs_grad[0]:.3g} ± {flp_vs_grad[1]:.2g}\n\n"
+    unit = 'MSE' if sine else 'cross-entropy'
+    summary = (f"{analysis.protocol}; mean ± 95% CI over lifetimes; loss changes in {unit}\n\n"
+               f"How to read it: {SIGNS} harm / gain is what a step costs earlier tasks per unit it gains on the current one "
+               f"(lower: less interference); to first order it compares directions only, independent of step length.\n\n"
+               f"{measures_table(analysis.rows)}\n\n" + '\n'.join(f"- {read_interference(n, r)}" for n, r in analysis.rows.items()) + "\n\n"
+               f"FLP's harm to earlier tasks minus that of gradient steps of the same length at the same points (paired; below 0: "
+               f"FLP's steps harm earlier tasks less): {flp_vs_grad[0]:.3g} ± {flp_vs_grad[1]:.2g}\n\n"
                f"harm per gain to first order (directions only, independent of step length): "
                + ', '.join(f"{name}: {harm_per_gain(row, True)}" for name, row in analysis.rows.items()) + "\n\n"
-               f"loss of task 1 after each task (mean over lifetimes):\n\n" +
-               '\n'.join(f"- {name}: " + ', '.join(f'{v:.3g}' for v in curve.mean(0).tolist()) for name, curve in analysis.forgetting.items()))
+               + forgetting_summary(analysis))
     (out / 'analysis.md').write_text(summary + '\n')
     (out / 'command.txt').write_text((command or f"flp analyze {run_dir} --runs {n_runs} --batch {batch}") + '\n')
-    (out / 'analysis.json').write_text(json.dumps({
+    (out / 'analysis.json').write_text(json.dumps(finite_or_none({
         'protocol': analysis.protocol, 'same_network_lr_search': search,
         'rows': {n: {m: v.tolist() for m, v in r.items()} for n, r in analysis.rows.items()},
         'forgetting': {n: c.tolist() for n, c in analysis.forgetting.items()},
-        'flp_minus_gradient_harm': flp_vs_grad}, indent=1))
+        'learned': {n: m.tolist() for n, m in analysis.learned.items()}, 'signs': SIGNS,
+        'flp_minus_gradient_harm': flp_vs_grad}), indent=1, allow_nan=False))
     import matplotlib.pyplot as plt
-    fig = plot_analysis(analysis, 'MSE' if sine else 'cross-entropy'); fig.savefig(out / 'updates.png', dpi=110); plt.close(fig)
+    fig = plot_analysis(analysis, unit, title=f"{run_dir.name}: {analysis.protocol}"); fig.savefig(out / 'updates.png', dpi=110); plt.close(fig)
     log(summary)
     return analysis

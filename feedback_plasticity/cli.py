@@ -4,18 +4,18 @@
 
 # %% ../nbs/08_cli.ipynb #e2e71cde
 from __future__ import annotations
-import argparse, shlex, sys
+import argparse, itertools, json, shlex, sys
 from datetime import datetime
 from pathlib import Path
-from dataclasses import fields, is_dataclass
-from .core import Config, override, flat_fields, get_device
-from .experiments import sine_preset, run_sine, omniglot_preset, miniimagenet_preset, run_classification, ablation_preset
-from .datasets import DatasetError
-from .core import CheckpointError
+from dataclasses import fields
+from .core import Config, override, flat_fields, field_descriptions, get_device, FLPError
+from .experiments import (sine_preset, run_sine, omniglot_preset, miniimagenet_preset, run_classification, ablation_preset,
+                                             check_experiment)
 
 # %% auto #0
 __all__ = ['COMMANDS', 'parse_overrides', 'add_run_options', 'experiment_from', 'list_fields', 'new_run_dir', 'make_parser',
-           'curve_command', 'evaluate_command', 'analyze_command', 'start_distributed', 'main']
+           'curve_command', 'evaluate_command', 'analyze_command', 'start_distributed', 'report_diverged',
+           'run_command', 'main']
 
 # %% ../nbs/08_cli.ipynb #58e4f83d
 def parse_overrides(pairs: list[str], exp):
@@ -66,26 +66,35 @@ def experiment_from(args, parser: argparse.ArgumentParser, make_preset) -> objec
     "The experiment `make_preset()` with the command line's overrides, --device and --data applied and the device checked; a bad value is a usage error (exit code 2)."
     given = ([f'device={args.device}'] if args.device else []) + ([f'task.data_root={args.data}'] if getattr(args, 'data', None) else [])
     try:
-        exp = parse_overrides(args.overrides + given, make_preset())
+        exp = check_experiment(parse_overrides(args.overrides + given, make_preset()))   # values and learner names, before any work
         get_device(exp.config.device)                         # an unusable device is an error now, not after setting up a run
-    except ValueError as e:
-        parser.error(str(e))
+    except ValueError as e:                                   # a ConfigError, or a value argparse let through: one line
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     return exp
 
 def list_fields(exp) -> int:
-    "`--list`: print every field that can be overridden, with its value."
-    for name, value in flat_fields(exp).items(): print(f"{name.removeprefix('config.')}={value}")
+    "`--list`: print every field that can be overridden, with its value and its one-line description."
+    settings = {name.removeprefix('config.'): f"{name.removeprefix('config.')}={value}" for name, value in flat_fields(exp).items()}
+    described = {name.removeprefix('config.'): text for name, text in field_descriptions(exp).items()}
+    width = min(max(map(len, settings.values())), 48)
+    for name, setting in settings.items(): print(f"{setting:<{width}}  # {described[name]}" if described.get(name) else setting)
     return 0
 
 def new_run_dir(args, parser: argparse.ArgumentParser, name: str) -> Path:
-    "--run-dir, or `runs/<name>-<time>`; --resume needs the former."
+    "--run-dir, or a new folder `runs/<name>-<time>` (`-2`, `-3`, ... added if another run made it the same second: it is created here, exclusively); --resume needs the former."
     if args.resume and args.run_dir is None: parser.error("--resume needs --run-dir (the run to continue)")
-    return args.run_dir or Path('runs') / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.run_dir: return args.run_dir
+    stamp = f"runs/{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    for n in itertools.count(1):
+        path = Path(stamp + (f'-{n}' if n > 1 else ''))
+        try: path.mkdir(parents=True); return path                        # exists already: another run's, try the next name
+        except FileExistsError: continue
 
 def make_parser() -> argparse.ArgumentParser:
     "The `flp` argument parser: one subcommand per experiment, the same options for each."
     parser = argparse.ArgumentParser(prog='flp', description='Learning to learn with feedback and local plasticity (FLP).')
     sub = parser.add_subparsers(dest='command', required=True)
+    parser.subcommands = sub.choices                                        # name -> its parser (main parses each one itself)
     for name, spec in COMMANDS.items():
         command = sub.add_parser(name, help=spec['help'], description=spec['description'])
         command.add_argument('overrides', nargs='*', metavar='NAME=VALUE', help='override a field, e.g. meta.steps=300 (see --list)')
@@ -124,23 +133,23 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 def curve_command(args, parser, argv: list[str]) -> int:
-    "`flp curve KIND`: `train_curve` on `curve_preset(KIND, --preset)` with the overrides; bad input in one line, exit code 2."
+    "`flp curve KIND`: `train_curve` on `curve_preset(KIND, --preset)` with the overrides; exit code 3 if a learner diverged."
     from feedback_plasticity.curves import curve_preset, train_curve
     exp = experiment_from(args, parser, lambda: curve_preset(args.kind, args.preset))
     try: milestones = [int(m) for m in args.milestones.split(',')] if args.milestones else None
     except ValueError as e: parser.error(f"--milestones={args.milestones!r}: give meta-step counts separated by commas, e.g. 0,100,1000 ({e})")
     if args.list: return list_fields(exp)
     run_dir = new_run_dir(args, parser, f"curve-{args.kind}-{args.preset}")
-    try: train_curve(exp, run_dir, milestones, resume=args.resume, command='flp ' + shlex.join(argv))
-    except (ValueError, DatasetError, CheckpointError) as e: parser.exit(2, f"flp curve: error: {e}\n")
+    train_curve(exp, run_dir, milestones, resume=args.resume, command='flp ' + shlex.join(argv))
     print(f"run directory: {run_dir}; evaluate it with: flp evaluate {run_dir}")
-    return 0
+    stopped = {path.parent.name: json.loads(path.read_text()) for path in sorted((run_dir / 'learners').glob('*/diverged.json'))}
+    return report_diverged({i: f"meta-training stopped at meta-step {d['step']}: {d['error']}" for i, d in stopped.items()})
 
 def evaluate_command(args, parser, argv: list[str]) -> int:
     "`flp evaluate RUN_DIR`: `evaluate_curve`, with bad input reported in one line and exit code 2."
     from feedback_plasticity.curves import evaluate_curve
     try: evaluate_curve(args.run_dir)
-    except (FileNotFoundError, ValueError, DatasetError, CheckpointError) as e: parser.exit(2, f"flp evaluate: error: {e}\n")
+    except FileNotFoundError as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(f"tables: {args.run_dir / 'curve.md'}, figures: {args.run_dir / 'curve.png'}, {args.run_dir / 'per_task.png'}")
     return 0
 
@@ -149,7 +158,7 @@ def analyze_command(args, parser, argv: list[str]) -> int:
     from feedback_plasticity.analysis import analyze_run
     if args.runs < 2 or args.batch < 1: parser.error("--runs must be at least 2 (for confidence intervals) and --batch at least 1")
     try: analyze_run(args.run_dir, args.runs, args.batch, command='flp ' + shlex.join(argv))
-    except (FileNotFoundError, DatasetError, CheckpointError) as e: parser.exit(2, f"flp analyze: error: {e}\n")
+    except FileNotFoundError as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
     print(f"analysis: {args.run_dir / 'analysis' / 'analysis.md'}, figure: {args.run_dir / 'analysis' / 'updates.png'}")
     return 0
 
@@ -161,11 +170,13 @@ def start_distributed(device: str | None) -> None:
     if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
     dist.init_process_group('nccl' if cuda else 'gloo')
 
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `flp` console script."
-    argv = sys.argv[1:] if argv is None else argv
-    parser = make_parser()
-    args = parser.parse_args(argv)
+def report_diverged(diverged: dict[str, str]) -> int:
+    "Print each diverged learner and why; the exit code: 3 if any diverged (the run finished, but a number in it is not a result), else 0."
+    for name, reason in diverged.items(): print(f"diverged: {name}: {reason}", file=sys.stderr)
+    return 3 if diverged else 0
+
+def run_command(args, parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    "Run the parsed command `args` (its `parser` reports usage errors); the exit code."
     if args.command == 'analyze': return analyze_command(args, parser, argv)
     if args.command == 'curve': return curve_command(args, parser, argv)
     if args.command == 'evaluate': return evaluate_command(args, parser, argv)
@@ -175,12 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.list: return list_fields(exp)
     run_dir = new_run_dir(args, parser, f"{args.command}-{args.preset}")
     print(f"run directory: {run_dir}")
-    try:
-        spec['run'](exp, run_dir, resume=args.resume, progress=not args.no_progress, command='flp ' + shlex.join(argv))
-    except DatasetError as e:                                 # missing or broken data: say what is wrong and what to do, no traceback
-        parser.exit(2, f"flp {args.command}: error: {e}\n")
-    print(f"results: {run_dir / 'results.json'}, plots: {run_dir / spec['plot']}")
-    return 0
+    results = spec['run'](exp, run_dir, resume=args.resume, progress=not args.no_progress, command='flp ' + shlex.join(argv),
+                          label=f"{args.preset} preset" + (' (with overrides)' if args.overrides else ''))
+    print(f"results: {run_dir / 'results.json'}, plots: {run_dir / spec['plot']}, training curves: {run_dir / 'training.png'}")
+    return report_diverged(results.get('diverged', {}))
+
+def main(argv: list[str] | None = None) -> int:
+    "Entry point of the `flp` console script: exit code 0, 2 for bad input (one line, no traceback: every `FLPError`), 3 if a learner diverged."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = make_parser()
+    command = parser.subcommands.get(argv[0]) if argv else None
+    if command is None: return parser.parse_args(argv) and 2                # no or unknown command, --help: argparse says what to do
+    args = command.parse_intermixed_args(argv[1:])                          # options and NAME=VALUE overrides in any order
+    args.command = argv[0]
+    try: return run_command(args, command, argv)
+    except FLPError as e:                                                   # bad input, files or data: one line
+        command.exit(2, f"{command.prog}: error: {e}\n")
+
 
 # %% ../nbs/08_cli.ipynb #ce98c748
 #| eval: false

@@ -6,19 +6,20 @@
 from __future__ import annotations
 import math
 from typing import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 import torch
-from .core import Config, TaskConfig, override, get_device, get_dtype
+from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or_none
 from .feedback import build_layers, init_theta, represent, initial_fast, plastic_forward
 from .rules import task_loss, eta_parameter
 from .lifetime import run_steps
 from .tasks import make_episode, class_episode, pretraining_batch
 
 # %% auto #0
-__all__ = ['Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'task_losses', 'evaluate_stream',
-           'sgd_variant', 'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain', 'results_table',
-           'results_dict', 'plot_results', 'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features',
-           'evaluate_classes', 'class_stream_loss', 'class_results_table', 'class_results_dict', 'plot_class_results']
+__all__ = ['DIVERGENCE_FACTOR', 'Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'task_losses',
+           'evaluate_stream', 'sgd_variant', 'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain',
+           'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'ClassEvaluation',
+           'with_output_reset', 'with_outputs', 'frozen_features', 'evaluate_classes', 'class_stream_loss',
+           'class_divergence', 'class_results_table', 'class_results_dict', 'plot_class_results']
 
 # %% ../nbs/06_continual.ipynb #3fe15911
 @dataclass
@@ -126,57 +127,152 @@ def pretrain(cfg: Config, steps: int, batch_lifetimes: int, lr: float = 1e-3, se
         if after_step is not None: after_step(step + 1, theta)
     return {k: v.detach() for k, v in theta.items()}
 
+# %% ../nbs/06_continual.ipynb #72133d3b
+DIVERGENCE_FACTOR = 10.0    # a mean final loss this many times the reference's counts as diverged
+
+def zero_predictor_mse(exp, n_runs: int | None = None) -> float:
+    "The query MSE of always predicting 0 on the evaluation's sine streams: the line a learner must stay under."
+    cfg = exp.config
+    episode = make_episode(cfg, n_runs or exp.eval_runs, torch.Generator().manual_seed(cfg.seed + 12345))
+    # L_0 = mean of y^2 over the query points
+    return (episode.y_query ** 2).mean().item()
+
+def divergence(final: torch.Tensor, reference: float | None = None, factor: float = DIVERGENCE_FACTOR,
+               reference_name: str = 'zero predictor') -> str | None:
+    "Why the per-run final losses `final` `(runs,)` count as diverged (non-finite in a run, or a mean over `factor` x `reference`), or None if they do not."
+    finite = torch.isfinite(final)
+    if not finite.all(): return f"non-finite in {int((~finite).sum())} of {final.numel()} runs"
+    mean = final.double().mean().item()
+    if reference is not None and mean > factor * reference:
+        return f"mean {mean:.2g} > {factor:g}x {reference_name} {reference:.3g}"
+    return None
+
 # %% ../nbs/06_continual.ipynb #5f88f173
-def results_table(evaluations: list[StreamEvaluation], metric: str = 'MSE') -> str:
-    "A markdown table: one row per learner, final loss (mean ± 95% CI) for each order."
+def _final_cell(final: torch.Tensor, reference: float | None = None) -> str:
+    "A table cell: 'mean ± CI' of the final losses, or 'diverged (why)'."
+    reason = divergence(final, reference)
+    if reason: return f"diverged ({reason})"
+    return '{:.3f} ± {:.3f}'.format(*mean_ci(final))
+
+def results_table(evaluations: list[StreamEvaluation], metric: str = 'MSE', reference: float | None = None) -> str:
+    "A markdown table: one row per learner, final loss (mean ± 95% CI) for each order, or why it diverged (`reference`: the zero predictor's loss)."
     orders = list(dict.fromkeys(e.order for e in evaluations))
     learners = list(dict.fromkeys(e.learner for e in evaluations))
     by = {(e.learner, e.order): e for e in evaluations}
-    lines = [f"| learner | " + ' | '.join(f"{o} {metric}" for o in orders) + ' |', '|---|' + '---|' * len(orders)]
+    lines = ["| learner | " + ' | '.join(f"{o} {metric}" for o in orders) + ' |', '|---|' + '---|' * len(orders)]
     for name in learners:
-        cells = []
-        for o in orders:
-            if (name, o) in by:
-                m, ci = mean_ci(by[(name, o)].final)
-                cells.append(f"{m:.3f} ± {ci:.3f}")
-            else: cells.append('—')
+        cells = [_final_cell(by[(name, o)].final, reference) if (name, o) in by else '—' for o in orders]
         lines.append(f"| {name} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
-def results_dict(evaluations: list[StreamEvaluation]) -> dict:
-    "Machine-readable results: per learner and order, the mean and CI of the final loss, per task and along the curve."
+def results_dict(evaluations: list[StreamEvaluation], reference: float | None = None) -> dict:
+    "Machine-readable strict-JSON results: per learner and order, the final loss's mean and CI (None and a `diverged` reason if it diverged), per task and along the curve."
     out = {}
     for e in evaluations:
-        m, ci = mean_ci(e.final)
-        out.setdefault(e.learner, {})[e.order] = {
-            'final_mean': m, 'final_ci95': ci, 'runs': e.after.shape[0],
-            'per_task_mean': e.per_task.mean(0).tolist(), 'per_task_ci95': [mean_ci(c)[1] for c in e.per_task.T],
-            'curve_mean': e.curve.mean(0).tolist(), 'curve_ci95': [mean_ci(c)[1] for c in e.curve.T]}
+        reason, (m, ci) = divergence(e.final, reference), mean_ci(e.final)
+        cell = {'final_mean': None if reason else m, 'final_ci95': None if reason else ci, 'runs': e.after.shape[0],
+                'per_task_mean': e.per_task.mean(0).tolist(), 'per_task_ci95': [mean_ci(c)[1] for c in e.per_task.T],
+                'curve_mean': e.curve.mean(0).tolist(), 'curve_ci95': [mean_ci(c)[1] for c in e.curve.T]}
+        if reason: cell['diverged'] = reason
+        out.setdefault(e.learner, {})[e.order] = finite_or_none(cell)
     return out
 
-def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE', log: bool = True):
-    "Three panels: final loss per learner and order; per-task loss after a continual stream; the continual curve."
+def _limits(values, log: bool) -> tuple[float, float] | None:
+    "Axis limits that show every finite value of `values` (every positive one on a log scale) with a margin; None if there is none."
+    shown = [v for v in values if math.isfinite(v) and (v > 0 or not log)]
+    if not shown: return None
+    lo, hi = min(shown), max(shown)
+    if log: return lo / 1.5, hi * 1.5
+    pad = 0.08 * ((hi - lo) or abs(hi) or 1.0)
+    return (0.0 if lo >= 0 else lo - pad), hi + pad
+
+def _bands(ax, x, columns: torch.Tensor, color, label=None, alpha: float = 0.2) -> list[float]:
+    "Mean of each column of `columns` `(runs, n)` as a line over `x`, with its 95% CI as a band; returns the values drawn."
+    stats = [mean_ci(c) for c in columns.T]
+    mean = torch.tensor([s[0] for s in stats]); ci = torch.tensor([s[1] for s in stats]).nan_to_num(0.0)
+    ax.plot(x, mean, marker='o', ms=4, color=color, label=label)
+    low = (mean - ci).clamp_min(1e-300) if ax.get_yscale() == 'log' else mean - ci      # a band below 0 runs off a log axis
+    ax.fill_between(x, low, mean + ci, color=color, alpha=alpha, lw=0)
+    return [*mean.tolist(), *(mean + ci).tolist(), *(mean - ci).tolist()]
+
+def _plain_log_ticks(ax) -> None:
+    "Tick labels of a log y axis as plain numbers (1, 10, 100), and 2, 3, 5 times those where the axis spans less than two decades."
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+    some = FuncFormatter(lambda v, _: f'{v:g}' if round(v / 10 ** math.floor(math.log10(v) + 1e-9)) in (2, 3, 5) else '')
+    ax.yaxis.set_minor_formatter(some if hi / lo < 100 else NullFormatter())
+
+def _mark_diverged(ax, x: float, color) -> None:
+    "A 'diverged' mark at the top of a bar panel in place of the bar at `x` (its value is off the axis)."
+    top = ax.get_xaxis_transform()                                                  # x in data, y in axes fraction
+    ax.plot([x], [0.985], marker='^', color=color, ms=7, transform=top, clip_on=False)
+    ax.text(x, 0.95, 'diverged', rotation=90, ha='center', va='top', fontsize=7, color=color, transform=top)
+
+def _diverged_note(reasons: dict) -> str:
+    "A legend suffix naming why a learner diverged, from its reason (or None) per protocol: one reason if all diverged alike."
+    why = {k: r for k, r in reasons.items() if r}
+    if not why: return ''
+    if len(why) == len(reasons) and len(set(why.values())) == 1: return f" — diverged ({next(iter(why.values()))}), not drawn"
+    listed = '; '.join(f'{k}: {r}' for k, r in list(why.items())[:2]) + (f'; {len(why) - 2} more' if len(why) > 2 else '')
+    return f" — diverged in {len(why)} of {len(reasons)} ({listed}), those not drawn"
+
+def _shared_legend(fig, handles: list) -> None:
+    "One legend for every panel, below them, in as many columns as its longest label leaves room for."
+    longest = max(len(h.get_label()) for h in handles)
+    columns = max(1, min(3, len(handles), int(fig.get_figwidth() * 11 / longest)))
+    fig.legend(handles=handles, loc='outside lower center', ncol=columns, fontsize=9, frameon=False)
+
+def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE', log: bool = True, title: str | None = None,
+                 reference: float | None = None, reference_label: str = 'zero predictor (predicts 0)'):
+    "Three panels: (a) final loss per learner and order; (b) per-task loss after a continual stream; (c) the continual curve; 95% CIs, `reference` dashed, diverged learners set apart."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    from matplotlib.lines import Line2D
     learners = list(dict.fromkeys(e.learner for e in evaluations))
     orders = list(dict.fromkeys(e.order for e in evaluations))
     by = {(e.learner, e.order): e for e in evaluations}
-    width = 0.8 / len(orders)
-    for i, o in enumerate(orders):
-        stats = [mean_ci(by[(n, o)].final) if (n, o) in by else (float('nan'), 0) for n in learners]
-        axes[0].bar([j + i * width for j in range(len(learners))], [s[0] for s in stats], width, yerr=[s[1] for s in stats], label=o, capsize=3)
-    axes[0].set_xticks([j + width * (len(orders) - 1) / 2 for j in range(len(learners))], learners, rotation=35, ha='right')
-    axes[0].set_ylabel(f'{metric} after the stream'); axes[0].legend(); axes[0].set_title('after the stream (mean, 95% CI)')
+    reasons = {key: divergence(e.final, reference) for key, e in by.items()}
+    colors = {n: f'C{i % 10}' for i, n in enumerate(learners)}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout='constrained')
+    for ax in axes:
+        if log: ax.set_yscale('log')
+    drawn = {ax: [] for ax in axes}                                                  # the values each axis must show
+    # (a) one group of bars per order, one bar per learner
+    width = 0.8 / len(learners)
+    for j, o in enumerate(orders):
+        for i, n in enumerate(learners):
+            if (n, o) not in by: continue
+            x = j + (i - (len(learners) - 1) / 2) * width
+            if reasons[(n, o)]: _mark_diverged(axes[0], x, colors[n]); continue
+            m, ci = mean_ci(by[(n, o)].final)
+            axes[0].bar(x, m, width * 0.9, yerr=ci, capsize=3, color=colors[n], ecolor='0.2')
+            drawn[axes[0]] += [m, m + ci, m - ci]
+    axes[0].set_xticks(range(len(orders)), [f'{o} stream' for o in orders]); axes[0].set_xlim(-0.5, len(orders) - 0.5)
+    axes[0].set_ylabel(f'{metric} after the stream'); axes[0].set_title('(a) after the stream (mean, 95% CI)')
+    # (b), (c) the continual stream: each task at the end, and tasks 1..k after task k
     for n in learners:
-        if (n, 'continual') not in by: continue
-        e = by[(n, 'continual')]; K = e.after.shape[-1]
-        axes[1].plot(range(1, K + 1), e.per_task.mean(0), marker='o', label=n)
-        axes[2].plot(range(1, K + 1), e.curve.mean(0), marker='o', label=n)
-    axes[1].set_xlabel('task (order of arrival)'); axes[1].set_ylabel(metric); axes[1].set_title('per task, after a continual stream')
-    axes[2].set_xlabel('tasks learned so far'); axes[2].set_ylabel(f'{metric} on those tasks'); axes[2].set_title('continual learning curve')
-    for ax in axes[(0 if log else 3):]: ax.set_yscale('log')
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
+        e = by.get((n, 'continual'))
+        if e is None or reasons[(n, 'continual')]: continue
+        ks = list(range(1, e.after.shape[-1] + 1))
+        alpha = min(0.2, 0.6 / len(learners))                                       # many learners: fainter bands, still apart
+        drawn[axes[1]] += _bands(axes[1], ks, e.per_task, colors[n], alpha=alpha)
+        drawn[axes[2]] += _bands(axes[2], ks, e.curve, colors[n], alpha=alpha)
+    axes[1].set_xlabel('task k (order of arrival)'); axes[1].set_ylabel(f'{metric} of task k'); axes[1].set_title('(b) each task after a continual stream')
+    axes[2].set_xlabel('tasks learned so far, k'); axes[2].set_ylabel(f'{metric} on tasks 1..k'); axes[2].set_title('(c) continual learning curve')
+    for ax in axes[1:]: ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes:
+        if reference is not None:
+            ax.axhline(reference, color='0.3', ls='--', lw=1.2)
+            drawn[ax].append(reference)
+        limits = _limits(drawn[ax], log)                                             # diverged learners never set the scale
+        if limits: ax.set_ylim(*limits)
+        if log: _plain_log_ticks(ax)
+    # one legend for all panels, below them: learners (and why any diverged), the reference
+    handles = [Line2D([], [], color=colors[n], marker='^' if any(reasons.get((n, o)) for o in orders) else 'o',
+                      label=n + _diverged_note({o: reasons.get((n, o)) for o in orders if (n, o) in by})) for n in learners]
+    if reference is not None: handles.append(Line2D([], [], color='0.3', ls='--', label=reference_label))
+    _shared_legend(fig, handles)
+    if title: fig.suptitle(title)
     return fig
 
 # %% ../nbs/06_continual.ipynb #12b68200
@@ -243,8 +339,12 @@ def class_stream_loss(classes, n_way: int, k_shot: int = 15, order: str = 'conti
     return lambda learner: 1 - evaluate_classes(learner, classes, n_way, k_shot, order, n_runs, seed, **protocol).stream.mean().item()
 
 # %% ../nbs/06_continual.ipynb #fdcedb34
+def class_divergence(e: ClassEvaluation) -> str | None:
+    "Why a classification evaluation counts as diverged (a non-finite test or stream accuracy in a run), or None."
+    return divergence(e.test) or divergence(e.stream)
+
 def class_results_table(evaluations: list[ClassEvaluation], metric: str = 'test accuracy') -> str:
-    "A markdown table: one row per learner, one column per (order, N-way, k-shot), mean ± 95% CI of `metric` ('test accuracy' or 'stream accuracy')."
+    "A markdown table: one row per learner, one column per (order, N-way, k-shot), mean ± 95% CI of `metric` ('test accuracy' or 'stream accuracy'), or why it diverged."
     columns = list(dict.fromkeys((e.order, e.n_way, e.k_shot) for e in evaluations))
     learners = list(dict.fromkeys(e.learner for e in evaluations))
     by = {(e.learner, e.order, e.n_way, e.k_shot): e for e in evaluations}
@@ -254,34 +354,54 @@ def class_results_table(evaluations: list[ClassEvaluation], metric: str = 'test 
         for column in columns:
             e = by.get((name, *column))
             if e is None: cells.append('—'); continue
-            m, ci = mean_ci(e.test if metric == 'test accuracy' else e.stream)
-            cells.append(f"{m:.3f} ± {ci:.3f}")
+            reason = class_divergence(e)
+            cells.append(f"diverged ({reason})" if reason else '{:.3f} ± {:.3f}'.format(*mean_ci(e.test if metric == 'test accuracy' else e.stream)))
         lines.append(f"| {name} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
 def class_results_dict(evaluations: list[ClassEvaluation]) -> list[dict]:
-    "Machine-readable results: one record per learner and protocol with the mean and CI of test and stream accuracy."
+    "Machine-readable strict-JSON results: one record per learner and protocol with the mean and CI of test and stream accuracy (None and a `diverged` reason if it diverged)."
     records = []
     for e in evaluations:
-        (test, test_ci), (stream, stream_ci) = mean_ci(e.test), mean_ci(e.stream)
-        records.append({'learner': e.learner, 'order': e.order, 'n_way': e.n_way, 'k_shot': e.k_shot, 'runs': len(e.test),
-                        'test_accuracy': test, 'test_ci95': test_ci, 'stream_accuracy': stream, 'stream_ci95': stream_ci})
+        reason = class_divergence(e)
+        (test, test_ci), (stream, stream_ci) = ((None, None), (None, None)) if reason else (mean_ci(e.test), mean_ci(e.stream))
+        record = {'learner': e.learner, 'order': e.order, 'n_way': e.n_way, 'k_shot': e.k_shot, 'runs': len(e.test),
+                  'test_accuracy': test, 'test_ci95': test_ci, 'stream_accuracy': stream, 'stream_ci95': stream_ci}
+        if reason: record['diverged'] = reason
+        records.append(finite_or_none(record))
     return records
 
-def plot_class_results(evaluations: list[ClassEvaluation], k_shot: int = 15):
-    "Test accuracy against the number of classes (one panel per order), for the `k_shot` protocol, with 95% CIs."
+def plot_class_results(evaluations: list[ClassEvaluation], k_shot: int = 15, title: str | None = None):
+    "Test accuracy against the number of classes (one panel per order), for the `k_shot` protocol, with 95% CIs, chance (1/N) dashed, diverged learners left out and named."
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator
     chosen = [e for e in evaluations if e.k_shot == k_shot]
     orders = list(dict.fromkeys(e.order for e in chosen))
-    fig, axes = plt.subplots(1, len(orders), figsize=(6 * len(orders), 4.2), squeeze=False)
+    learners = list(dict.fromkeys(e.learner for e in chosen))
+    colors = {n: f'C{i % 10}' for i, n in enumerate(learners)}
+    reasons = {}                                                                    # learner -> {protocol: why it diverged, or None}
+    fig, axes = plt.subplots(1, len(orders), figsize=(6.5 * len(orders), 4.8), squeeze=False, layout='constrained')
     for ax, order in zip(axes[0], orders):
-        for name in dict.fromkeys(e.learner for e in chosen):
-            points = sorted((e.n_way, *mean_ci(e.test)) for e in chosen if e.learner == name and e.order == order)
+        cells = [e for e in chosen if e.order == order]
+        for name in learners:
+            points = []
+            for e in sorted((e for e in cells if e.learner == name), key=lambda e: e.n_way):
+                reason = class_divergence(e)
+                reasons.setdefault(name, {})[f"{order} {e.n_way}-way"] = reason
+                if not reason: points.append((e.n_way, *mean_ci(e.test)))
             if not points: continue
             n, m, ci = zip(*points)
-            ax.errorbar(n, m, yerr=ci, marker='o', capsize=3, label=name)
-        ax.set_xscale('log'); ax.set_xlabel('classes in the stream'); ax.set_ylabel('test accuracy after the stream')
-        ax.set_title(f"{'class-incremental' if order == 'continual' else 'iid'} stream, {k_shot} images per class"); ax.set_ylim(0, 1)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+            ax.errorbar(n, m, yerr=[0 if math.isnan(c) else c for c in ci], marker='o', capsize=3, color=colors[name])
+        ways = sorted({e.n_way for e in cells})
+        ax.plot(ways, [1 / n for n in ways], color='0.3', ls='--', lw=1.2, zorder=3)                          # chance: 1/N
+        ax.set_xscale('log'); ax.xaxis.set_major_locator(FixedLocator(ways)); ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(n) for n in ways]); ax.set_xlim(min(ways) / 1.3, max(ways) * 1.3)
+        ax.set_xlabel('classes in the stream, N'); ax.set_ylabel('test accuracy after the stream'); ax.set_ylim(0, 1)
+        ax.set_title(f"{'class-incremental' if order == 'continual' else 'iid'} stream, {k_shot} images per class (mean, 95% CI)", fontsize=10)
+    handles = [Line2D([], [], color=colors[n], marker='^' if any(reasons[n].values()) else 'o', label=n + _diverged_note(reasons[n]))
+               for n in learners]
+    handles.append(Line2D([], [], color='0.3', ls='--', label='chance (1/N)'))
+    _shared_legend(fig, handles)
+    if title: fig.suptitle(title)
     return fig

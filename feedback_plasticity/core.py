@@ -4,16 +4,29 @@
 
 # %% ../nbs/00_core.ipynb #543a27a9
 from __future__ import annotations
-import dataclasses, json, os, random, sys, tempfile, typing
+import json, math, os, random, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'NetConfig', 'FeedbackConfig', 'PlasticityConfig', 'SignalConfig', 'TaskConfig', 'MetaConfig', 'Config',
-           'preset', 'override', 'config_to_dict', 'config_from_dict', 'flat_fields', 'seed_everything', 'get_device',
-           'get_dtype', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state']
+__all__ = ['PRESETS', 'BOUNDS', 'SYMBOLS', 'FLPError', 'ConfigError', 'RunDirError', 'NetConfig', 'FeedbackConfig',
+           'PlasticityConfig', 'SignalConfig', 'TaskConfig', 'MetaConfig', 'Config', 'preset', 'check_fields',
+           'check_config', 'override', 'config_to_dict', 'config_from_dict', 'finite_or_none', 'strict_json',
+           'field_comments', 'plain_text', 'field_descriptions', 'flat_fields', 'seed_everything', 'get_device',
+           'get_dtype', 'CheckpointError', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'load_latest_checkpoint', 'remove_orphans', 'rng_state', 'set_rng_state']
+
+# %% ../nbs/00_core.ipynb #751b927c
+class FLPError(Exception):
+    "A problem with the user's input, files or data, explained in one sentence (the CLI prints it and exits with code 2)."
+
+class ConfigError(FLPError, ValueError):
+    "A config field, preset or name that is not allowed."
+
+class RunDirError(FLPError, ValueError):
+    "A run directory that cannot be used as asked (it holds another run, there is nothing to resume, it is not writable)."
 
 # %% ../nbs/00_core.ipynb #a0cae4fa
 @dataclass
@@ -145,8 +158,58 @@ PRESETS = {'tiny': _tiny, 'paper_sine': _paper_sine, 'paper_omniglot': _paper_om
 def preset(name: str) -> Config:
     "A fresh `Config` for the preset `name` (one of `PRESETS`)."
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+# %% ../nbs/00_core.ipynb #9d76b1e7
+# the lowest value each named field may take: ('>', 0) positive, ('>=', 0) non-negative; for a tuple, every entry
+BOUNDS = {**{name: ('>', 0) for name in (
+              'in_shape', 'conv_channels', 'conv_strides', 'conv_kernel', 'dense_widths', 'output_gain', 'lr_decay',
+              'n_tasks', 'steps_per_task', 'batch', 'query_per_task', 'image_size', 'meta_batch', 'steps', 'checkpoint_every',
+              'eval_lifetimes', 'search_runs', 'lr_grid', 'pretrain_lr', 'oml_lr', 'oml_plastic_layers', 'workers',
+              'class_counts', 'ways', 'shots', 'stream_pool', 'test_per_class', 'oml_remember')},
+          **{name: ('>=', 0) for name in (
+              'n_frozen', 'B_scale', 'eta_bound', 'lr_weights', 'lr_feedback', 'lr_eta', 'lr_strength', 'lr_decay_every',
+              'lifetime_chunk', 'clip_grad_norm', 'eval_every', 'seed', 'train_steps_per_task')},
+          'eval_runs': ('>=', 2)}                      # a 95% confidence interval needs two runs
+
+def _allowed(value, bound) -> bool:
+    op, low = bound
+    return value > low if op == '>' else value >= low
+
+def check_fields(node, prefix: str = ''):
+    "Raise `ConfigError` if a leaf field of the dataclass `node` is not finite or lies outside `BOUNDS`."
+    for f in fields(node):
+        value, name = getattr(node, f.name), prefix + f.name
+        if is_dataclass(value): continue
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{name}={value!r} is not allowed: every number must be finite")
+            if f.name in BOUNDS and isinstance(v, (int, float)) and not isinstance(v, bool) and not _allowed(v, BOUNDS[f.name]):
+                op, low = BOUNDS[f.name]
+                what = {('>', 0): 'positive', ('>=', 0): 'zero or more'}.get(BOUNDS[f.name], f'at least {low}' if op == '>=' else f'more than {low}')
+                raise ConfigError(f"{name}={value!r} is not allowed: it must be {what}" + (' (every entry)' if isinstance(value, tuple) else ''))
+
+def check_config(cfg):
+    "`cfg` (a `Config` or an experiment holding one), checked field by field (`check_fields`) and for a consistent network; a `ConfigError` names the first bad field."
+    for path, node in _nodes(cfg): check_fields(node, path.removeprefix('config.'))   # an experiment's config fields, named as typed
+    for path, node in _nodes(cfg):
+        path = path.removeprefix('config.')
+        if not isinstance(node, NetConfig): continue
+        if len(node.conv_strides) != len(node.conv_channels):
+            raise ConfigError(f"{path}conv_strides={node.conv_strides} needs one stride per conv layer ({path}conv_channels={node.conv_channels})")
+        if not node.dense_widths:
+            raise ConfigError(f"{path}dense_widths=() is not allowed: the network needs at least its output layer")
+        if node.n_frozen >= len(node.conv_channels) + len(node.dense_widths):
+            raise ConfigError(f"{path}n_frozen={node.n_frozen} freezes every layer of {len(node.conv_channels) + len(node.dense_widths)}; "
+                              f"leave at least the output layer plastic")
+    return cfg
+
+def _nodes(node, path: str = ''):
+    "Every dataclass in the tree `node`, with its dotted path (`''` for the root, `'meta.'`, ...)."
+    yield path, node
+    for f in fields(node):
+        if is_dataclass(getattr(node, f.name)): yield from _nodes(getattr(node, f.name), f'{path}{f.name}.')
 
 # %% ../nbs/00_core.ipynb #6b509b20
 def _parse_value(text, typ, name):
@@ -155,7 +218,7 @@ def _parse_value(text, typ, name):
     if origin is Literal:
         choices = get_args(typ)
         if text not in choices:
-            raise ValueError(f"{name}={text!r} is not allowed; choose one of {list(choices)}")
+            raise ConfigError(f"{name}={text!r} is not allowed; choose one of {list(choices)}")
         return text
     if origin is tuple:
         item = get_args(typ)[0]
@@ -166,12 +229,12 @@ def _parse_value(text, typ, name):
         if isinstance(text, bool): return text
         if str(text).lower() in ('1', 'true', 'yes', 'on'): return True
         if str(text).lower() in ('0', 'false', 'no', 'off'): return False
-        raise ValueError(f"{name}={text!r} is not a boolean; use true or false")
+        raise ConfigError(f"{name}={text!r} is not a boolean; use true or false")
     if typ in (int, float, str):
         if typ is int and isinstance(text, float) and not text.is_integer():
-            raise ValueError(f"{name}={text!r} is not an integer")
+            raise ConfigError(f"{name}={text!r} is not an integer")
         try: return typ(text)
-        except (TypeError, ValueError): raise ValueError(f"{name}={text!r} is not a valid {typ.__name__}") from None
+        except (TypeError, ValueError): raise ConfigError(f"{name}={text!r} is not a valid {typ.__name__}") from None
     raise TypeError(f"field {name} has unsupported type {typ}")
 
 def override(cfg, **changes):
@@ -182,13 +245,13 @@ def override(cfg, **changes):
         node = cfg
         for part in path:
             if not (is_dataclass(node) and part in {f.name for f in fields(node)} and is_dataclass(getattr(node, part))):
-                raise ValueError(f"unknown config section {part!r} in {dotted!r}; sections: {_sections(cfg)}")
+                raise ConfigError(f"unknown config section {part!r} in {dotted!r}; sections: {_sections(cfg)}")
             node = getattr(node, part)
         hints = get_type_hints(type(node))
         if name not in hints or is_dataclass(getattr(node, name)):
-            raise ValueError(f"unknown config field {dotted!r}; fields here: {sorted(f.name for f in fields(node) if not is_dataclass(getattr(node, f.name)))}")
+            raise ConfigError(f"unknown config field {dotted!r}; fields here: {sorted(f.name for f in fields(node) if not is_dataclass(getattr(node, f.name)))}")
         setattr(node, name, _parse_value(value, hints[name], dotted))
-    return cfg
+    return check_config(cfg)
 
 def _sections(cfg): return [f.name for f in fields(cfg) if is_dataclass(getattr(cfg, f.name))]
 
@@ -200,12 +263,51 @@ def config_from_dict(d: dict, cls=Config):
     "Rebuild a config of class `cls` from `config_to_dict`'s output (unknown keys are an error)."
     hints = get_type_hints(cls)
     unknown = set(d) - set(hints)
-    if unknown: raise ValueError(f"unknown config keys {sorted(unknown)} for {cls.__name__}")
+    if unknown: raise ConfigError(f"unknown config keys {sorted(unknown)} for {cls.__name__}")
     kwargs = {}
     for k, v in d.items():
         typ = hints[k]
         kwargs[k] = config_from_dict(v, typ) if is_dataclass(typ) else _parse_value(v, typ, k)
-    return cls(**kwargs)
+    return check_config(cls(**kwargs))
+
+def finite_or_none(value):
+    "`value` (a number, or dicts and lists of them) with every non-finite float replaced by None: what strict JSON can hold."
+    if isinstance(value, float): return value if math.isfinite(value) else None
+    if isinstance(value, dict): return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)): return [finite_or_none(v) for v in value]
+    return value
+
+def strict_json(obj, **kwargs) -> str:
+    "`json.dumps(obj)` as strict JSON: a NaN or an infinity (a diverged number) becomes `null`, which every JSON reader accepts."
+    return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
+
+def field_comments(cls) -> dict[str, str]:
+    "The comment after each field in the source of the dataclass `cls` (its one-line description), in plain text: `{'steps': 'meta-steps', ...}`."
+    import inspect, re
+    try: lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError): return {}                                  # no source (a class made at runtime): no descriptions
+    return {m.group(1): plain_text(m.group(2).strip()) for line in lines if (m := re.match(r'\s+(\w+)\s*:[^#]*#\s*(.+)$', line))}
+
+SYMBOLS = {'eta': 'η', 'ell': 'ℓ', 'phi': 'φ', 'rho': 'ρ', 'Delta': 'Δ', 'cdot': '·', 'lVert': '‖', 'rVert': '‖', 'sum': 'Σ', 'tanh': 'tanh'}
+
+def plain_text(text: str) -> str:
+    "A description's inline LaTeX as terminal text: `$\\eta_\\ell$` -> `η_ℓ`, `$\\sqrt{\\text{gain}}$` -> `sqrt(gain)`, `$\\tilde a$` -> `ã`."
+    import re
+    text = re.sub(r'\\text\{([^{}]*)\}', r'\1', text.replace('\\_', '_'))
+    text = re.sub(r'\\sqrt\{([^{}]*)\}', r'sqrt(\1)', text).replace('\\sqrt ', 'sqrt ')
+    text = re.sub(r'\\tilde\s*(\w)', '\\1\u0303', text); text = re.sub(r'\\hat\s*(\w)', '\\1\u0302', text)
+    text = re.sub(r'\\([A-Za-z]+)', lambda m: SYMBOLS.get(m.group(1), m.group(1)), text)
+    import unicodedata
+    return unicodedata.normalize('NFC', text.replace('$', '').replace('`', '').replace('{', '').replace('}', ''))
+
+def field_descriptions(cfg, prefix='') -> dict[str, str]:
+    "Every leaf field of `cfg` as `{'section.name': description}` (from `field_comments`), for `--list`."
+    comments, out = field_comments(type(cfg)), {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if is_dataclass(v): out.update(field_descriptions(v, f'{prefix}{f.name}.'))
+        else: out[f'{prefix}{f.name}'] = comments.get(f.name, '')
+    return out
 
 def flat_fields(cfg, prefix='') -> dict:
     "Every leaf field of `cfg` as `{'section.name': value}`, for listing what can be overridden."
@@ -232,9 +334,9 @@ def get_device(name: str = 'auto') -> torch.device:
             elif getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): name = 'mps'
             else: name = 'cpu'
     try: device = torch.device(name)
-    except RuntimeError: raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    except RuntimeError: raise ConfigError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use device='auto' or 'cpu'")
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use device='auto' or 'cpu'")
     return device
 
 def get_dtype(name: str) -> torch.dtype:
@@ -242,11 +344,16 @@ def get_dtype(name: str) -> torch.dtype:
     return {'float32': torch.float32, 'float64': torch.float64}[name]
 
 # %% ../nbs/00_core.ipynb #7f474b1c
-class CheckpointError(RuntimeError):
+class CheckpointError(FLPError, RuntimeError):
     "A checkpoint could not be read."
 
-def save_checkpoint(path, state: dict) -> Path:
-    "Write `state` (tensors, numbers, strings, lists, dicts) to `path` atomically: readers see the old or the new file, never half of one."
+def previous_checkpoint(path) -> Path:
+    "Where `save_checkpoint(path, ..., keep_previous=True)` keeps the checkpoint before the last: `checkpoint.prev.pt` beside `checkpoint.pt`."
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+def save_checkpoint(path, state: dict, keep_previous: bool = False) -> Path:
+    "Write `state` (tensors, numbers, strings, lists, dicts) to `path` atomically: readers see the old or the new file, never half of one; `keep_previous` keeps the file it replaces as `previous_checkpoint(path)`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
@@ -254,6 +361,7 @@ def save_checkpoint(path, state: dict) -> Path:
         with os.fdopen(fd, 'wb') as f:
             torch.save(state, f)
             f.flush(); os.fsync(f.fileno())
+        if keep_previous and path.exists(): os.replace(path, previous_checkpoint(path))   # a crash here leaves the previous one
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
@@ -272,8 +380,26 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is damaged or not a feedback_plasticity checkpoint ({type(e).__name__}: {e}); "
-                              f"use an earlier checkpoint or start a new run") from None
+        raise CheckpointError(f"checkpoint {path} is damaged or not a feedback_plasticity checkpoint ({type(e).__name__}: {str(e).split('. ')[0]}); "
+                              f"start a new run, or restore a copy of the file") from None
+
+def load_latest_checkpoint(path, map_location='cpu', log=print) -> dict:
+    "`load_checkpoint(path)`; if it is missing or damaged, the previous one (`previous_checkpoint`), setting the damaged file aside as `*.damaged` (kept, never deleted)."
+    path, previous = Path(path), previous_checkpoint(path)
+    try: return load_checkpoint(path, map_location)
+    except CheckpointError as e:
+        if not previous.is_file(): raise
+        state = load_checkpoint(previous, map_location)      # damaged too: that error, naming it
+        if path.exists(): os.replace(path, path.with_name(path.name + '.damaged'))
+        log(f"{e}; resuming from the checkpoint before it ({previous.name}, meta-step {state.get('step', '?')})"
+            + (f"; the damaged file is kept as {path.name}.damaged" if path.with_name(path.name + '.damaged').exists() else ''))
+        return state
+
+def remove_orphans(folder) -> list[Path]:
+    "Delete the temporary files that a save killed mid-write left in `folder` (`save_checkpoint` names them `<file>.<random>.tmp`); return them."
+    orphans = [p for p in Path(folder).glob('*.pt.*.tmp') if p.is_file()] if Path(folder).is_dir() else []
+    for p in orphans: p.unlink()
+    return orphans
 
 def rng_state() -> dict:
     "Python's and torch's (CPU and CUDA) generator states, to store in a checkpoint."

@@ -9,21 +9,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 import torch
-from .core import (override, config_to_dict, config_from_dict, get_device, save_checkpoint, load_checkpoint,
-                                      CheckpointError)
+from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint,
+                                      CheckpointError, ConfigError, RunDirError)
 from .feedback import init_theta
-from .meta import meta_train, NonFiniteError
+from .meta import meta_train, NonFiniteError, plot_training
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
-                                           evaluate_classes, class_stream_loss)
+                                           evaluate_classes, class_stream_loss, zero_predictor_mse)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
                                              learner_config, training_episodes, search_and_record, open_run_dir, for_each_learner,
-                                             LEARNER_NAMES)
-from .tasks import make_episode, task_classes
+                                             LEARNER_NAMES, training_histories, save_figure)
+from .tasks import task_classes
 
 # %% auto #0
 __all__ = ['SINE_MILESTONES', 'CLASSIFICATION_MILESTONES', 'CPU_SINE_WIDTHS', 'snapshot_path', 'snapshots', 'save_snapshot',
-           'train_to_milestones', 'train_curve', 'curve_preset', 'zero_predictor_mse', 'evaluate_curve',
-           'plasticity_along', 'curve_tables', 'plot_curve', 'plot_per_task', 'write_curve_report']
+           'train_to_milestones', 'train_curve', 'curve_preset', 'evaluate_curve', 'plasticity_along', 'curve_tables',
+           'plot_curve', 'plot_per_task', 'write_curve_report']
 
 # %% ../nbs/09_curves.ipynb #096a25bd
 SINE_MILESTONES = (0, 100, 300, 1000, 3000, 10000, 20000)
@@ -59,7 +59,7 @@ def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable
     have = snapshots(run_dir, learner_id)
     if all(m in have for m in milestones) or (folder / 'diverged.json').exists(): return have
     if learner_id in ('scratch_sgd', 'flp_untrained'):
-        raise ValueError(f"learner {learner_id!r} is not trained, so it has no curve; evaluate it with run_sine or run_classification")
+        raise ConfigError(f"learner {learner_id!r} is not trained, so it has no curve; evaluate it with run_sine or run_classification")
     if 0 not in have: save_snapshot(run_dir, learner_id, 0, init_theta(cfg, torch.Generator().manual_seed(cfg.seed), get_device(cfg.device)))
     if learner_id == 'pretrain_sgd':
         # supervised steps on as many episodes as the meta-trained learners see by each milestone
@@ -79,7 +79,7 @@ def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable
         t0, start = time.time(), done
         try:
             result = meta_train(train_cfg, folder, resume=done > 0, progress=False, stop_after=stop,
-                                draw_episode=training_episodes(exp, learner_id))
+                                draw_episode=training_episodes(exp, learner_id), log=log)
         except NonFiniteError as error:
             (folder / 'diverged.json').write_text(json.dumps({'step': error.last_good.step, 'error': str(error)}, indent=1))
             log(f"meta-training stopped: {error}")
@@ -96,21 +96,19 @@ def _kind(exp) -> str:
 def train_curve(exp, run_dir, milestones=None, resume: bool = False, command: str | None = None, log: Callable = print) -> Path:
     "Train every learner of `exp` to the last of `milestones` (default: the paper's length), with snapshots at each, in `run_dir`; `resume` continues."
     milestones = tuple(sorted(set(milestones or (SINE_MILESTONES if _kind(exp) == 'sine' else CLASSIFICATION_MILESTONES))))
-    if milestones[0] < 0: raise ValueError(f"milestones must be meta-step counts >= 0, got {milestones}")
+    if milestones[0] < 0: raise ConfigError(f"milestones must be meta-step counts >= 0, got {milestones}")
     run_dir = Path(run_dir)
     spec = run_dir / 'curve.json'
     started = json.loads(spec.read_text()) if spec.exists() else None
     if started and not resume:
-        raise ValueError(f"{run_dir} already holds a run; continue it with resume=True (--resume) or choose another folder")
+        raise RunDirError(f"{run_dir} already holds a run; continue it with resume=True (--resume) or choose another folder")
     if started and started['milestones'] != list(milestones):
-        raise ValueError(f"{run_dir} was started with milestones {started['milestones']}; resume with the same ones")
+        raise RunDirError(f"{run_dir} was started with milestones {started['milestones']}; resume with the same ones")
     # the run's learners: those it had, then the new ones (only the ones asked for now are trained by this call)
     had = started['learners'] if started else []
     everyone = tuple(had) + tuple(i for i in exp.learners if i not in had)
-    earlier = (run_dir / 'command.txt').read_text() if resume and (run_dir / 'command.txt').exists() else ''
     # the same experiment, except that learners may be added (each keeps its own checkpoint)
     open_run_dir(replace(exp, learners=everyone), run_dir, resume, command, may_change=('learners',))
-    (run_dir / 'command.txt').write_text(earlier + (run_dir / 'command.txt').read_text())   # every command that trained this run
     spec.write_text(json.dumps({'kind': _kind(exp), 'milestones': list(milestones), 'learners': list(everyone)}, indent=1))
     workers = min(exp.workers, os.cpu_count() or 1, len(exp.learners))
     log(f"{run_dir}: {len(exp.learners)} learners to meta-step {milestones[-1]}, snapshots at {list(milestones)}, {workers} at a time")
@@ -141,7 +139,7 @@ def curve_preset(kind: str = 'sine', name: str = 'cpu'):
             exp = classification_preset('omniglot', 'quick')
             cfg = override(exp.config, **{'meta.steps': CLASSIFICATION_MILESTONES[-1], 'meta.checkpoint_every': 500})
             return replace(exp, config=cfg, learners=('flp_authors', 'output_only', 'oml'), workers=1)
-    raise ValueError(f"unknown long-run preset {kind!r}, {name!r}; choose kind 'sine' or 'omniglot' and name 'tiny' or 'cpu'")
+    raise ConfigError(f"unknown long-run preset {kind!r}, {name!r}; choose kind 'sine' or 'omniglot' and name 'tiny' or 'cpu'")
 
 # %% ../nbs/09_curves.ipynb #37509d6a
 def _stats(values: torch.Tensor) -> dict:
@@ -189,12 +187,6 @@ def _experiment(run_dir: Path):
     spec = json.loads(spec_path.read_text())
     kind = SineExperiment if spec['kind'] == 'sine' else ClassificationExperiment
     return config_from_dict(json.loads((run_dir / 'config.json').read_text()), kind), spec
-
-def zero_predictor_mse(exp, n_runs: int | None = None) -> float:
-    "The query MSE of always predicting 0 on the evaluation's sine streams: the line a learner must stay under."
-    cfg = exp.config
-    episode = make_episode(cfg, n_runs or exp.eval_runs, torch.Generator().manual_seed(cfg.seed + 12345))
-    return (episode.y_query ** 2).mean().item()
 
 def evaluate_curve(run_dir, log: Callable = print) -> dict:
     "Evaluate every snapshot of the run in `run_dir` (cached in `curve_results.json`), then write `curve.md`, `curve.png` and `per_task.png`; returns the results."
@@ -335,7 +327,7 @@ def plot_per_task(results: dict, title: str):
     return fig
 
 def write_curve_report(run_dir, exp, results: dict) -> None:
-    "`curve.md`, `curve.png` and (sine) `per_task.png` in `run_dir`."
+    "`curve.md`, `curve.png`, `training.png` and (sine) `per_task.png` in `run_dir`."
     import matplotlib.pyplot as plt
     run_dir, cfg = Path(run_dir), exp.config
     (run_dir / 'curve.md').write_text(curve_tables(results))
@@ -343,6 +335,7 @@ def write_curve_report(run_dir, exp, results: dict) -> None:
     what = 'sine, 10 functions' if results['kind'] == 'sine' else f"{cfg.task.name}, {cfg.task.image_size}x{cfg.task.image_size}"
     title = f"{what}; dense widths {net}; M = {cfg.meta.meta_batch}; mean ± 95% CI over {results['eval_runs']} runs ({run_dir.name})"
     fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
+    save_figure(plot_training(training_histories(run_dir, list(results['cells'])), f"meta-training: {title}"), run_dir / 'training.png')
     if results['kind'] == 'sine':
         fig = plot_per_task(results, f"What is forgotten after a continual stream of 10 functions\n{title}")
         fig.savefig(run_dir / 'per_task.png', dpi=120, bbox_inches='tight'); plt.close(fig)

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from .core import save_checkpoint, load_checkpoint, CheckpointError
+from .core import save_checkpoint, load_checkpoint, CheckpointError, FLPError, ConfigError
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CACHE_FORMAT', 'OMNIGLOT_URL', 'OMNIGLOT_MD5', 'OMNIGLOT_SMALL', 'OMNIGLOT_PARTS',
@@ -79,7 +79,7 @@ class ImageClasses:
         return ImageClasses(self.images.to(device), self.names, self.groups, self.mean, self.std)
 
 # %% ../nbs/04a_datasets.ipynb #12e695ef
-class DatasetError(RuntimeError):
+class DatasetError(FLPError, RuntimeError):
     "Data are missing, damaged or laid out wrongly; the message names the file and what to do."
 
 def data_dir(name: str,              # the data set's folder name, e.g. 'omniglot'
@@ -357,8 +357,8 @@ def omniglot(split: str = 'train',        # 'train' (meta-training characters), 
              rebuild: bool = False,       # decode again even if a good cache exists
             ) -> ImageClasses:
     "Omniglot characters of `split`, 20 drawings each, grayscale `size` x `size` in [0, 1]: `images` `(n_characters, 20, 1, size, size)` uint8."
-    if split not in ('train', 'test', 'all'): raise ValueError(f"split={split!r}: choose 'train', 'test' or 'all'")
-    if not isinstance(size, int) or size < 1: raise ValueError(f"size={size!r}: must be a positive int (28 or 84 for the paper)")
+    if split not in ('train', 'test', 'all'): raise ConfigError(f"split={split!r}: choose 'train', 'test' or 'all'")
+    if not isinstance(size, int) or size < 1: raise ConfigError(f"size={size!r}: must be a positive int (28 or 84 for the paper)")
     folder = data_dir('omniglot') if root is None else Path(root).expanduser()
     cache = data_dir('omniglot', cache_dir)
     if root is None:  # the package manages this folder: download what is missing
@@ -430,8 +430,8 @@ def miniimagenet(root,                        # the data folder: images/*.jpg an
                  progress: bool = False,      # show a progress bar while decoding
                 ) -> ImageClasses:
     "Mini-ImageNet classes of `split`, RGB `size` x `size`, normalised by ImageNet's statistics: `images` `(n_classes, n_per_class, 3, size, size)` uint8."
-    if split not in MINIIMAGENET_SPLITS: raise ValueError(f"split={split!r}: choose one of {', '.join(MINIIMAGENET_SPLITS)}")
-    if not isinstance(size, int) or size < 1: raise ValueError(f"size={size!r}: must be a positive int (84 for the paper)")
+    if split not in MINIIMAGENET_SPLITS: raise ConfigError(f"split={split!r}: choose one of {', '.join(MINIIMAGENET_SPLITS)}")
+    if not isinstance(size, int) or size < 1: raise ConfigError(f"size={size!r}: must be a positive int (84 for the paper)")
     root = Path(root).expanduser()
     layout = f"expected {root}/images/*.jpg and {root}/train.csv, val.csv, test.csv"
     if not root.is_dir(): raise DatasetError(f"no Mini-ImageNet folder at {root}: {layout}")
@@ -441,6 +441,13 @@ def miniimagenet(root,                        # the data folder: images/*.jpg an
     missing = [f for names in files.values() for f in names if not (root / 'images' / f).is_file()]
     if missing:
         raise DatasetError(f"{csv_path} lists {len(missing)} images missing from {root / 'images'}, e.g. {', '.join(missing[:3])}")
+    # the splits must not share a class: a test class seen in meta-training measures memory, not learning
+    for other in MINIIMAGENET_SPLITS:
+        if other == split or not (root / f'{other}.csv').is_file(): continue
+        shared = sorted(set(files) & {label for _, label in read_split_csv(root / f'{other}.csv')})
+        if shared:
+            raise DatasetError(f"{csv_path} and {root / f'{other}.csv'} share {len(shared)} classes (e.g. {', '.join(shared[:3])}); "
+                               f"the splits must be disjoint: fix the CSVs")
     n = len(next(iter(files.values())))
     fingerprint = f"md5:{file_md5(csv_path)} per_class={n} size={size}"
     where = hashlib.md5(str(root.resolve()).encode()).hexdigest()[:8]  # one cache per data folder

@@ -4,27 +4,26 @@
 
 # %% ../nbs/07_experiments.ipynb #93a2f906
 from __future__ import annotations
-import functools, json, os, sys, time
+import functools, json, os, platform, shlex, subprocess, sys, time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 import torch
-from .core import (Config, override, preset, config_to_dict, config_from_dict, get_device, flat_fields,
-                                      load_checkpoint, seed_everything)
+from .core import (Config, override, preset, config_to_dict, config_from_dict, get_device, seed_everything, ConfigError, RunDirError, check_config, strict_json)
 from .feedback import init_theta
-from .meta import meta_train, NonFiniteError, resumable_part, world
+from .meta import meta_train, NonFiniteError, resumable_part, world, plot_training, Reporter
 from .continual import (Learner, without_plasticity, evaluate_stream, sgd_variant, search_learning_rate, pretrain,
                                            results_table, results_dict, plot_results, stream_loss, evaluate_classes, class_stream_loss,
-                                           class_results_table, class_results_dict, plot_class_results)
+                                           class_results_table, class_results_dict, plot_class_results, zero_predictor_mse)
 from .tasks import task_classes, make_episode, make_oml_episode
 
 # %% auto #0
 __all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS',
            'SineExperiment', 'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes',
-           'search_and_record', 'make_learner', 'run_sine', 'open_run_dir', 'for_each_learner', 'ablation_preset',
-           'ClassificationExperiment', 'classification_preset', 'omniglot_preset', 'miniimagenet_preset',
-           'run_classification']
+           'search_and_record', 'make_learner', 'train_learner', 'run_sine', 'open_run_dir', 'check_experiment',
+           'provenance', 'diverged_learners', 'training_histories', 'save_figure', 'for_each_learner',
+           'ablation_preset', 'ClassificationExperiment', 'classification_preset', 'omniglot_preset',
+           'miniimagenet_preset', 'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
 SINE_LEARNERS = {
@@ -76,7 +75,7 @@ def sine_preset(name: str) -> SineExperiment:
         return SineExperiment(cfg, learners, eval_runs=50, search_runs=10, workers=2)
     if name == 'paper':
         return SineExperiment(override(base, **{'meta.eval_every': 500, 'meta.checkpoint_every': 500}), eval_runs=50)
-    raise ValueError(f"unknown sine preset {name!r}; choose one of ['tiny', 'quick', 'long', 'paper']")
+    raise ConfigError(f"unknown sine preset {name!r}; choose one of ['tiny', 'quick', 'long', 'paper']")
 
 # %% ../nbs/07_experiments.ipynb #b2614cde
 def learner_config(exp, learner_id: str) -> Config:
@@ -103,7 +102,7 @@ def learner_config(exp, learner_id: str) -> Config:
         'scratch_sgd': lambda: sgd_variant(cfg, exp.oml_lr),
     }
     if learner_id not in variants:
-        raise ValueError(f"unknown learner {learner_id!r}; choose from {list(LEARNER_NAMES)}")
+        raise ConfigError(f"unknown learner {learner_id!r}; choose from {list(LEARNER_NAMES)}")
     return variants[learner_id]()
 
 def authors_mode(cfg: Config) -> Config:
@@ -136,39 +135,45 @@ def search_and_record(learner: Learner, grid, score: Callable[[Learner], float],
 
 def make_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progress: bool, log: Callable = print) -> Learner:
     "Train (or, with `resume`, finish training) learner `learner_id` and return it; its checkpoint goes under `run_dir/learners/`."
+    return train_learner(exp, learner_id, run_dir, resume, progress, log)[0]
+
+def train_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progress: bool, log: Callable = print) -> tuple[Learner, dict]:
+    "`make_learner`, and a record of its training: wall time in seconds, and the error if meta-training diverged (else None)."
+    t0 = time.time()
     cfg, name = learner_config(exp, learner_id), LEARNER_NAMES[learner_id]
     device = get_device(cfg.device)
     # meta-training episodes may be shorter than the evaluation protocol's
     train_cfg = override(cfg, **{'task.steps_per_task': exp.train_steps_per_task}) if exp.train_steps_per_task else cfg
     if learner_id == 'pretrain_sgd':
         # as many supervised steps on as many episodes as the meta-trained learners get
-        theta = pretrain(train_cfg, cfg.meta.steps, cfg.meta.meta_batch, exp.pretrain_lr, cfg.seed)
-        return Learner(name, cfg, theta)
+        report = Reporter(log, 0, cfg.meta.steps, unit='pretraining step')                 # pretraining has no bar: lines
+        theta = pretrain(train_cfg, cfg.meta.steps, cfg.meta.meta_batch, exp.pretrain_lr, cfg.seed, after_step=lambda step, theta: report(step))
+        return Learner(name, cfg, theta), {'seconds': time.time() - t0, 'diverged': None}
     if learner_id in ('scratch_sgd', 'flp_untrained'):                          # not trained at all
-        return Learner(name, cfg, {k: v.detach() for k, v in init_theta(cfg, torch.Generator().manual_seed(cfg.seed), device).items()})
+        return Learner(name, cfg, {k: v.detach() for k, v in init_theta(cfg, torch.Generator().manual_seed(cfg.seed), device).items()}), {'seconds': 0.0, 'diverged': None}
     learner_dir = run_dir / 'learners' / learner_id if run_dir is not None else None
     resume = resume and learner_dir is not None and (learner_dir / 'checkpoint.pt').exists()
     draw_episode = training_episodes(exp, learner_id)
     log(f"meta-training {name}: {cfg.meta.steps} meta-steps of {cfg.meta.meta_batch} lifetimes of {train_cfg.task.n_tasks * train_cfg.task.steps_per_task} steps"
         + (" (OML's episode)" if draw_episode is not make_episode else '') + (' (resumed)' if resume else ''))
     try:
-        result = meta_train(train_cfg, learner_dir, resume=resume, progress=progress, draw_episode=draw_episode)
+        result, diverged = meta_train(train_cfg, learner_dir, resume=resume, progress=progress, draw_episode=draw_episode, log=log), None
     except NonFiniteError as e:
         # one diverging learner must not sink the comparison: report it, evaluate its last good state
-        result, name = e.last_good, f"{name} (diverged at meta-step {e.last_good.step})"
-        log(f"  {e}")
+        result, name, diverged = e.last_good, f"{name} (diverged at meta-step {e.last_good.step})", str(e)
+        log(f"  diverged: {e}")
     if result.history: log(f"  eval loss along training: {[round(h['eval_loss'], 3) for h in result.history]} ({result.seconds:.0f} s)")
-    return Learner(name, cfg, {k: v.detach() for k, v in result.theta.items()})
+    return Learner(name, cfg, {k: v.detach() for k, v in result.theta.items()}), {'seconds': time.time() - t0, 'diverged': diverged}
 
 # %% ../nbs/07_experiments.ipynb #a8db94be
 def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: bool = True, command: str | None = None,
-             log: Callable = print) -> dict:
-    "Train and evaluate every learner of `exp`; write the run directory; return the results dict."
+             log: Callable = print, label: str | None = None) -> dict:
+    "Train and evaluate every learner of `exp`; write the run directory (its figures titled with `label`, e.g. the preset); return the results dict."
     t0 = time.time()
     run_dir = open_run_dir(exp, run_dir, resume, command)
     seed_everything(exp.config.seed)
     learners, searches = [], {}
-    trained = _train_all(exp, run_dir, resume, progress, log)
+    trained, training = _train_all(exp, run_dir, resume, progress, log)
     if world()[0] != 0: return {}                                            # data parallel: rank 0 evaluates and writes
     for learner_id, learner in zip(exp.learners, trained):
         if learner_id in ('pretrain_sgd', 'scratch_sgd'):
@@ -176,32 +181,114 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
         learners.append(learner)
         if learner_id == 'flp_oja': learners.append(without_plasticity(learner))
     log(f"evaluating {len(learners)} learners on {exp.eval_runs} continual and {exp.eval_runs} iid runs")
-    evaluations = [evaluate_stream(l, exp.eval_runs, order, seed=exp.config.seed + 12345) for l in learners for order in ('continual', 'iid')]
-    table = results_table(evaluations)
-    results = {'experiment': config_to_dict(exp), 'results': results_dict(evaluations), 'lr_search': searches,
-               'seconds': time.time() - t0, 'device': str(get_device(exp.config.device)), 'torch': torch.__version__}
+    evaluations = []
+    for learner in learners:
+        evaluations += [evaluate_stream(learner, exp.eval_runs, order, seed=exp.config.seed + 12345) for order in ('continual', 'iid')]
+        log(f"  evaluated {learner.name}")
+    zero = zero_predictor_mse(exp)                                           # the reference a diverged learner is judged by
+    table = results_table(evaluations, reference=zero)
+    results = {'experiment': config_to_dict(exp), 'results': results_dict(evaluations, reference=zero), 'zero_predictor_mse': zero,
+               'lr_search': searches, 'training': training, 'seconds': time.time() - t0, 'device': str(get_device(exp.config.device)),
+               'torch': torch.__version__, 'provenance': provenance(command)}
+    results['diverged'] = diverged_learners(results)
     if run_dir is not None:
-        (run_dir / 'results.json').write_text(json.dumps(results, indent=1))
+        (run_dir / 'results.json').write_text(strict_json(results, indent=1))
         (run_dir / 'results.md').write_text(table + '\n')
-        (run_dir / 'lr_search.json').write_text(json.dumps(searches, indent=1))
-        fig = plot_results(evaluations); fig.savefig(run_dir / 'sine_results.png', dpi=110)
-        import matplotlib.pyplot as plt; plt.close(fig)
+        (run_dir / 'lr_search.json').write_text(strict_json(searches, indent=1))
+        title = f"sine, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
+        save_figure(plot_results(evaluations, reference=zero, title=title), run_dir / 'sine_results.png')
+        save_figure(plot_training(training_histories(run_dir, exp.learners), f"meta-training: {title}"), run_dir / 'training.png')
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
     return results
 
 def open_run_dir(exp, run_dir, resume: bool, command: str | None, may_change: tuple = ()) -> Path | None:
-    "Create `run_dir` with the experiment's config.json and command.txt; refuse to resume a run of a different experiment (fields of `may_change` aside)."
+    "Check `exp`, then create `run_dir` with its config.json and add the command to command.txt. A run is never overwritten: a folder holding files needs `resume`, `resume` needs a run of the same experiment (fields of `may_change` aside), and the folder must be writable."
+    check_experiment(exp)
     if run_dir is None: return None
     run_dir = Path(run_dir)
     if world()[0] != 0: return run_dir                                       # data parallel: rank 0 writes
-    run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / 'config.json'
-    if resume and saved.exists() and _comparable(_with_defaults(json.loads(saved.read_text()), type(exp)), may_change) != _comparable(config_to_dict(exp), may_change):
-        raise ValueError(f"{run_dir} holds a run of a different experiment (only meta.steps and device may change on resume); "
-                         f"resume with the same settings or choose a new --run-dir")
-    saved.write_text(json.dumps(config_to_dict(exp), indent=1))
-    (run_dir / 'command.txt').write_text((command or ' '.join(sys.argv)) + '\n')
+    if resume and not saved.is_file():
+        raise RunDirError(f"--resume: {run_dir} holds no run to continue ({'no such folder' if not run_dir.exists() else 'no config.json in it'}); "
+                          f"check the path, or start a new run without --resume")
+    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise RunDirError(f"{run_dir} already holds {'a run' if saved.exists() else 'files'}; continue it with --resume, or choose a new "
+                          f"--run-dir (nothing is overwritten)")
+    if resume:
+        before, now = _comparable(_with_defaults(json.loads(saved.read_text()), type(exp)), may_change), _comparable(config_to_dict(exp), may_change)
+        if before != now:
+            raise RunDirError(f"{run_dir} holds a run of a different experiment ({', '.join(_differences(before, now))} changed; only meta.steps "
+                              f"and device may change on resume); resume with the same settings or choose a new --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(config_to_dict(exp), indent=1))
+        with open(run_dir / 'command.txt', 'a') as f: f.write((command or shlex.join(sys.argv)) + '\n')   # every command that made the run
+    except OSError as e:
+        raise RunDirError(f"cannot write the run to {run_dir} ({e.strerror}); choose a --run-dir you can write to") from None
     return run_dir
+
+def _differences(a: dict, b: dict, prefix: str = '') -> list[str]:
+    "The dotted names of the leaves where the nested dicts `a` and `b` differ."
+    out = []
+    for k in dict.fromkeys([*a, *b]):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict): out += _differences(a[k], b[k], f'{prefix}{k}.')
+        elif a.get(k) != b.get(k): out.append(f'{prefix}{k}'.removeprefix('config.'))
+    return out
+
+def check_experiment(exp):
+    "`exp`, checked before any work: every field's value (`check_config`) and every learner's name."
+    check_config(exp)
+    if not exp.learners: raise ConfigError("learners is empty; name at least one, e.g. learners=flp_oja,oml")
+    for learner_id in exp.learners:
+        if learner_id not in LEARNER_NAMES:
+            raise ConfigError(f"learners: unknown learner {learner_id!r}; choose from {', '.join(LEARNER_NAMES)}")
+    return exp
+
+def _cpu_model() -> str:
+    "The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+def provenance(command: str | None = None) -> dict:
+    "Where a result came from: the package's version and git commit (and whether the tree had changes), the command, the software and the machine."
+    import feedback_plasticity
+    source = Path(feedback_plasticity.__file__).resolve().parent
+    def git(*args):
+        try: return subprocess.run(['git', '-C', str(source), *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError): return ''
+    commit = git('rev-parse', 'HEAD') or None
+    return {'package': feedback_plasticity.__version__, 'git_commit': commit,
+            'git_dirty': bool(git('status', '--porcelain', '--untracked-files=no')) if commit else None,
+            'command': command or shlex.join(sys.argv), 'python': platform.python_version(), 'torch': torch.__version__,
+            'machine': {'cpu': _cpu_model(), 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
+                        'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'platform': platform.platform()}}
+
+def diverged_learners(results: dict) -> dict[str, str]:
+    "Every learner that diverged, in meta-training (`results['training']`) or in an evaluation (an entry with a 'diverged' reason), with the reason."
+    out = {LEARNER_NAMES.get(i, i): f"meta-training: {r['diverged']}" for i, r in results.get('training', {}).items() if r.get('diverged')}
+    # a learner whose meta-training diverged is evaluated at its last good state, as "<name> (diverged at meta-step N)": named once
+    reported = lambda name: any(name.startswith(f"{known} (diverged at") for known in out)
+    for name, orders in results.get('results', {}).items():                              # sine: {learner: {order: entry}}
+        for order, entry in orders.items():
+            if entry.get('diverged') and not reported(name): out.setdefault(name, f"evaluation ({order}): {entry['diverged']}")
+    for entry in results.get('oml_protocol', []) + results.get('paper_protocol', []):    # classification: one entry per learner and protocol
+        if entry.get('diverged') and not reported(entry['learner']):
+            out.setdefault(entry['learner'], f"evaluation ({entry['n_way']}-way, {entry['order']}): {entry['diverged']}")
+    return out
+
+def training_histories(run_dir, learner_ids) -> dict[str, list[dict]]:
+    "Each meta-trained learner's `history.jsonl` under `run_dir/learners/`, by name (learners without one are left out)."
+    out = {}
+    for i in learner_ids:
+        path = Path(run_dir) / 'learners' / i / 'history.jsonl'
+        if path.exists() and path.read_text().strip(): out[LEARNER_NAMES.get(i, i)] = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    return out
+
+def save_figure(fig, path) -> Path:
+    "Write `fig` to `path` and close it."
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
+    return Path(path)
 
 def _tagged(learner_id: str, log: Callable) -> Callable:
     return lambda line: log(f"[{learner_id}] {line.strip()}")
@@ -220,10 +307,11 @@ def for_each_learner(task: Callable, exp, workers: int, *args, log: Callable = p
         futures = [pool.submit(_in_worker, task, config_to_dict(exp), type(exp), i, *args) for i in exp.learners]
         return [future.result() for future in futures]
 
-def _train_all(exp, run_dir, resume: bool, progress: bool, log: Callable) -> list[Learner]:
-    "Every learner of `exp`, trained one after another or, with `exp.workers > 1`, that many at a time in worker processes (which print their progress to stdout)."
+def _train_all(exp, run_dir, resume: bool, progress: bool, log: Callable) -> tuple[list[Learner], dict[str, dict]]:
+    "Every learner of `exp`, trained one after another or, with `exp.workers > 1`, that many at a time in worker processes (which print progress lines to stdout); and each one's training record (`train_learner`)."
     workers = min(exp.workers, os.cpu_count() or 1, len(exp.learners)) if world()[1] == 1 else 1   # ranks train together, one learner at a time
-    return for_each_learner(make_learner, exp, workers, run_dir, resume, progress and workers <= 1, log=log)
+    done = for_each_learner(train_learner, exp, workers, run_dir, resume, progress and workers <= 1, log=log, tag=not (progress and workers <= 1))
+    return [learner for learner, _ in done], {i: record for i, (_, record) in zip(exp.learners, done)}
 
 def _with_defaults(saved: dict, kind: type) -> dict:
     "A saved experiment dict with every field added to the package since then at its default value."
@@ -268,7 +356,7 @@ class ClassificationExperiment:
 
 def classification_preset(dataset: str, name: str) -> ClassificationExperiment:
     "A `ClassificationExperiment` preset for `dataset` ('omniglot', 'miniimagenet'): 'tiny' (CI, seconds), 'quick' (28x28, ~15 min on a 2-core CPU), 'paper' (DESIGN §4, GPU)."
-    if dataset not in ('omniglot', 'miniimagenet'): raise ValueError(f"unknown data set {dataset!r}; choose 'omniglot' or 'miniimagenet'")
+    if dataset not in ('omniglot', 'miniimagenet'): raise ConfigError(f"unknown data set {dataset!r}; choose 'omniglot' or 'miniimagenet'")
     channels = 1 if dataset == 'omniglot' else 3
     paper = override(preset('paper_omniglot'), **{'task.name': dataset, 'net.in_shape': f'{channels},84,84'})
     small = {'task.image_size': 28, 'net.in_shape': f'{channels},28,28', 'net.conv_strides': '2,1,2,1', 'net.n_frozen': 4,
@@ -292,7 +380,7 @@ def classification_preset(dataset: str, name: str) -> ClassificationExperiment:
     if name == 'paper':
         return ClassificationExperiment(override(paper, **{'meta.eval_every': 0, 'meta.checkpoint_every': 1000}), eval_runs=50,
                                         ways=(5, 10, 20), shots=(1, 5, 10))
-    raise ValueError(f"unknown {dataset} preset {name!r}; choose one of ['tiny', 'quick', 'paper']")
+    raise ConfigError(f"unknown {dataset} preset {name!r}; choose one of ['tiny', 'quick', 'paper']")
 
 def omniglot_preset(name: str) -> ClassificationExperiment:
     "`classification_preset('omniglot', name)`."
@@ -303,8 +391,8 @@ def miniimagenet_preset(name: str) -> ClassificationExperiment:
     return classification_preset('miniimagenet', name)
 
 def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool = False, progress: bool = True, command: str | None = None,
-                       log: Callable = print) -> dict:
-    "Train and evaluate every learner of `exp` on its image classes with both protocols; write the run directory; return the results dict."
+                       log: Callable = print, label: str | None = None) -> dict:
+    "Train and evaluate every learner of `exp` on its image classes with both protocols; write the run directory (its figures titled with `label`, e.g. the preset); return the results dict."
     t0 = time.time()
     run_dir = open_run_dir(exp, run_dir, resume, command)
     seed_everything(exp.config.seed)
@@ -316,7 +404,7 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
         f"{len(test)} test classes at {task.image_size}x{task.image_size}")
     counts = sorted({n for n in exp.class_counts if n < len(test)} | {len(test)})
     learners, searches = [], {}
-    trained = _train_all(exp, run_dir, resume, progress, log)
+    trained, training = _train_all(exp, run_dir, resume, progress, log)
     if world()[0] != 0: return {}                                            # data parallel: rank 0 evaluates and writes
     for learner_id, learner in zip(exp.learners, trained):
         if learner.cfg.plasticity.rule == 'sgd':
@@ -336,11 +424,14 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
               f"The paper's N-way k-shot protocol (test accuracy):\n\n{class_results_table(paper_protocol)}")
     results = {'experiment': config_to_dict(exp), 'oml_protocol': class_results_dict(oml_protocol),
                'paper_protocol': class_results_dict(paper_protocol), 'lr_search': searches, 'classes': {'test': len(test)},
-               'seconds': time.time() - t0, 'device': str(get_device(exp.config.device)), 'torch': torch.__version__}
+               'training': training, 'seconds': time.time() - t0, 'device': str(get_device(exp.config.device)), 'torch': torch.__version__,
+               'provenance': provenance(command)}
+    results['diverged'] = diverged_learners(results)
     if run_dir is not None:
-        (run_dir / 'results.json').write_text(json.dumps(results, indent=1))
+        (run_dir / 'results.json').write_text(strict_json(results, indent=1))
         (run_dir / 'results.md').write_text(tables + '\n')
-        fig = plot_class_results(oml_protocol, exp.stream_pool); fig.savefig(run_dir / f'{task.name}_results.png', dpi=110)
-        import matplotlib.pyplot as plt; plt.close(fig)
+        title = f"{task.name}, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
+        save_figure(plot_class_results(oml_protocol, exp.stream_pool, title=title), run_dir / f'{task.name}_results.png')
+        save_figure(plot_training(training_histories(run_dir, exp.learners), f"meta-training: {title}"), run_dir / 'training.png')
     log('\n' + tables + f"\n\n(mean ± 95% CI over {exp.eval_runs} runs; chance is 1/N; {time.time() - t0:.0f} s)")
     return results

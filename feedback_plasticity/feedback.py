@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
-from .core import Config, NetConfig, get_dtype
+from .core import Config, NetConfig, get_dtype, ConfigError
 
 # %% auto #0
 __all__ = ['Layer', 'build_layers', 'uses_feedback', 'has_feedback', 'eta_shape', 'init_theta', 'count_params', 'frozen_forward',
@@ -39,25 +39,25 @@ class Layer:
 def build_layers(net: NetConfig) -> list[Layer]:
     "Resolve the shapes of every layer of `net`, checking that the spec makes sense."
     if len(net.conv_channels) != len(net.conv_strides):
-        raise ValueError(f"net.conv_channels has {len(net.conv_channels)} entries but net.conv_strides has "
+        raise ConfigError(f"net.conv_channels has {len(net.conv_channels)} entries but net.conv_strides has "
                          f"{len(net.conv_strides)}: give one stride per conv layer")
     if not net.dense_widths:
-        raise ValueError("net.dense_widths is empty: the network needs at least an output layer")
+        raise ConfigError("net.dense_widths is empty: the network needs at least an output layer")
     n_layers = len(net.conv_channels) + len(net.dense_widths)
     if not 0 <= net.n_frozen <= n_layers:
-        raise ValueError(f"net.n_frozen={net.n_frozen} but the network has {n_layers} layers")
+        raise ConfigError(f"net.n_frozen={net.n_frozen} but the network has {n_layers} layers")
     if net.conv_channels and len(net.in_shape) != 3:
-        raise ValueError(f"conv layers need net.in_shape=(C, H, W), got {net.in_shape}")
+        raise ConfigError(f"conv layers need net.in_shape=(C, H, W), got {net.in_shape}")
     if not net.conv_channels and len(net.in_shape) != 1:
-        raise ValueError(f"a dense network needs net.in_shape=(n_in,), got {net.in_shape}")
+        raise ConfigError(f"a dense network needs net.in_shape=(n_in,), got {net.in_shape}")
     layers, shape = [], tuple(net.in_shape)
     for channels, stride in zip(net.conv_channels, net.conv_strides):
         l = len(layers) + 1
         side = [(s - net.conv_kernel) // stride + 1 for s in shape[1:]]
         if min(side) < 1:
-            raise ValueError(f"conv layer {l} gets a {shape[1]}x{shape[2]} input, too small for a {net.conv_kernel}x{net.conv_kernel} kernel")
+            raise ConfigError(f"conv layer {l} gets a {shape[1]}x{shape[2]} input, too small for a {net.conv_kernel}x{net.conv_kernel} kernel")
         if l > net.n_frozen:
-            raise ValueError(f"conv layer {l} would be plastic (n_frozen={net.n_frozen}); only dense layers can be plastic: "
+            raise ConfigError(f"conv layer {l} would be plastic (n_frozen={net.n_frozen}); only dense layers can be plastic: "
                              f"set net.n_frozen >= {len(net.conv_channels)}")
         out = (channels, *side)
         layers.append(Layer(l, 'conv', shape, out, stride=stride, kernel=net.conv_kernel))
@@ -77,7 +77,7 @@ def uses_feedback(cfg: Config) -> bool:
 def has_feedback(layer: Layer, cfg: Config) -> bool:
     "Whether plastic `layer` has a feedback pathway $(B_\\ell, c_\\ell, s_\\ell)$: every hidden one, and the output with `feedback.output` (regression only)."
     if cfg.feedback.output and cfg.signal.task != 'regression':
-        raise ValueError("feedback.output=true is the authors' regression learner; a classification output layer learns from t "
+        raise ConfigError("feedback.output=true is the authors' regression learner; a classification output layer learns from t "
                          "itself (in their code too): set feedback.output=false")
     return uses_feedback(cfg) and (not layer.output or cfg.feedback.output)
 

@@ -4,21 +4,22 @@
 
 # %% ../nbs/05_meta.ipynb #200bb645
 from __future__ import annotations
-import json, math, sys, time
+import json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import torch
 from .core import (Config, config_to_dict, config_from_dict, get_device, save_checkpoint, load_checkpoint,
-                                      rng_state, set_rng_state, CheckpointError)
+                                      rng_state, set_rng_state, CheckpointError, FLPError, ConfigError, check_config, load_latest_checkpoint,
+                                      remove_orphans)
 from .feedback import init_theta
 from .lifetime import Episode, lifetime
 from .tasks import make_episode
 
 # %% auto #0
-__all__ = ['PARAM_GROUPS', 'group_of', 'make_optimizer', 'make_scheduler', 'NonFiniteError', 'check_finite', 'world',
-           'average_over_ranks', 'GraphedMetaGradient', 'meta_step', 'TrainResult', 'held_out_loss', 'resumable_part',
-           'meta_train']
+__all__ = ['PARAM_GROUPS', 'EXPLODING', 'group_of', 'make_optimizer', 'make_scheduler', 'NonFiniteError', 'check_finite', 'world',
+           'average_over_ranks', 'GraphedMetaGradient', 'meta_step', 'Reporter', 'TrainResult', 'held_out_loss',
+           'resumable_part', 'meta_train', 'plot_training']
 
 # %% ../nbs/05_meta.ipynb #89e2a588
 PARAM_GROUPS = {'weights': ('W', 'b'), 'feedback': ('B', 'c'), 'plasticity': ('eta',), 'strengths': ('s',)}
@@ -45,23 +46,46 @@ def make_scheduler(optimizer, cfg: Config):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every if every > 0 else 10 ** 12, gamma=cfg.meta.lr_decay)
 
 # %% ../nbs/05_meta.ipynb #21b7ec2e
-class NonFiniteError(FloatingPointError):
-    "The meta-loss or a meta-gradient is not finite."
+class NonFiniteError(FLPError, FloatingPointError):
+    "The meta-loss or a meta-gradient is not finite, or explodes."
 
-def check_finite(loss: torch.Tensor, theta: dict, step: int):
-    "Raise `NonFiniteError` naming the meta-step and the parameter group if the loss or a gradient is NaN or infinite."
-    if not torch.isfinite(loss).all():
-        raise NonFiniteError(f"meta-step {step}: the meta-loss is {loss.item()}; a lifetime diverged. Lower the plasticity "
-                             f"learning rate (meta.lr_eta) or plasticity.eta_init, or bound eta (plasticity.eta_bound, "
-                             f"plasticity.normalize_pre). The last checkpoint holds the last good state.")
+# past this, Adam's running mean of squared gradients overflows float32 (max 3.4e38): the step is lost, so the run has diverged
+EXPLODING = 1e18
+
+def _nonfinite(tensors) -> list[str]:
+    "The names of the tensors in `{name: tensor}` that hold a NaN or an infinity."
+    return [name for name, v in tensors.items() if not torch.isfinite(v).all()]
+
+def _worst_entry(name: str, v: torch.Tensor) -> str:
+    "`'eta3[4, 1] = nan'`: the first non-finite entry of `v`, else its largest in magnitude."
+    bad = ~torch.isfinite(v)
+    flat = int(bad.flatten().nonzero()[0]) if bad.any() else int(v.abs().flatten().argmax())
+    index = ', '.join(str(int(j)) for j in torch.unravel_index(torch.tensor(flat), v.shape)) if v.dim() else ''
+    return f"{name}[{index}] = {v.flatten()[flat].item():.3g}"
+
+def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | None = None):
+    "Raise `NonFiniteError` naming the meta-step and the cause: the episode's data, the meta-parameters, a diverged lifetime, or a parameter group whose meta-gradient is non-finite or explodes (its worst entry)."
+    if not torch.isfinite(loss).all() or loss.abs().max() > EXPLODING:
+        if episode is not None and (broken := _nonfinite(dict(zip(('x', 'y', 'x_query', 'y_query'), episode.tensors())))):
+            raise NonFiniteError(f"meta-step {step}: the episode's data holds NaN or infinite values (in {', '.join(broken)}); "
+                                 f"the data is broken, not the learner: check the data set or the task's sampler")
+        if broken := _nonfinite({k: v.detach() for k, v in theta.items()}):
+            raise NonFiniteError(f"meta-step {step}: the meta-parameters hold non-finite values ({', '.join(broken)}); "
+                                 f"start from a checkpoint made before they went bad")
+        etas = {k: v.detach() for k, v in theta.items() if group_of(k) == 'plasticity'}
+        largest = max(etas, key=lambda k: etas[k].abs().max()) if etas else None
+        raise NonFiniteError(f"meta-step {step}: the meta-loss is {loss.max().item():.3g}, so a lifetime diverged"
+                             + (f" (largest plasticity coefficient {_worst_entry(largest, etas[largest])})" if largest else '')
+                             + ". Lower plasticity.eta_init or meta.lr_eta, or bound the updates (plasticity.eta_bound, plasticity.normalize_pre)")
     bad = {}
     for name, v in theta.items():
-        if v.grad is not None and not torch.isfinite(v.grad).all():
-            bad.setdefault(group_of(name), []).append(name)
+        if v.grad is None: continue
+        worst = v.grad.abs().max()
+        if not torch.isfinite(worst) or worst > EXPLODING: bad.setdefault(group_of(name), []).append(_worst_entry(name, v.grad))
     if bad:
-        where = '; '.join(f"group {g!r} ({', '.join(names)})" for g, names in bad.items())
-        raise NonFiniteError(f"meta-step {step}: non-finite meta-gradient in {where}. Lower that group's learning rate "
-                             f"or set meta.clip_grad_norm; the last checkpoint holds the last good state.")
+        where = '; '.join(f"group {g!r} ({', '.join(entries)})" for g, entries in bad.items())
+        raise NonFiniteError(f"meta-step {step}: the meta-gradient is non-finite or exploding (past {EXPLODING:.0e}) in {where}. "
+                             f"Lower that group's learning rate (meta.lr_...) or set meta.clip_grad_norm")
 
 def world() -> tuple[int, int]:
     "This process's rank and the number of processes of torch.distributed's default group; `(0, 1)` without one."
@@ -87,10 +111,10 @@ class GraphedMetaGradient:
     "The meta-gradient of `cfg`'s lifetimes captured once as a CUDA graph: calling it with an episode of the same shapes replays lifetimes, meta-loss and backward, filling `theta`'s `.grad`."
     def __init__(self, theta: dict, cfg: Config, episode: Episode, warmup: int = 2):
         if cfg.meta.lifetime_backward != 'autograd':
-            raise ValueError("meta.cuda_graph=True captures the plain autograd backward; set meta.lifetime_backward=autograd "
+            raise ConfigError("meta.cuda_graph=True captures the plain autograd backward; set meta.lifetime_backward=autograd "
                              "(the reversible backward copies from the CPU inside its walk, which a CUDA graph cannot capture)")
         if episode.x.device.type != 'cuda':
-            raise ValueError(f"meta.cuda_graph=True needs a CUDA device, but the episodes are on {episode.x.device}; "
+            raise ConfigError(f"meta.cuda_graph=True needs a CUDA device, but the episodes are on {episode.x.device}; "
                              f"set meta.cuda_graph=False (or run on a GPU)")
         self.theta, self.static = theta, episode.map(torch.clone)
         learned = [v for v in theta.values() if v.requires_grad]
@@ -127,7 +151,7 @@ def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: 
     # data parallel: the mean over ranks is the mean over all of their lifetimes
     loss = average_over_ranks(loss, theta)
     # 5. check
-    check_finite(loss.detach(), theta, step)
+    check_finite(loss.detach(), theta, step, episode)
     if cfg.meta.clip_grad_norm > 0:
         for group in optimizer.param_groups: torch.nn.utils.clip_grad_norm_(group['params'], cfg.meta.clip_grad_norm)
     # 6. step
@@ -135,6 +159,22 @@ def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: 
     return loss.item()
 
 # %% ../nbs/05_meta.ipynb #45e32fa6
+class Reporter:
+    "Progress as text, for runs without a bar (worker processes, logs): `log` gets one line at most every `every_s` seconds, and at the end."
+    def __init__(self, log: Callable | None, start: int, end: int, every_s: float = 10.0, unit: str = 'meta-step'):
+        self.log, self.start, self.end, self.every_s, self.unit = log, start, end, every_s, unit
+        self.t0 = self.last = time.time()
+
+    def __call__(self, done: int, running: float | None = None, history: list = ()):
+        now = time.time()
+        if self.log is None or (now - self.last < self.every_s and done != self.end): return
+        self.last = now
+        rate = (done - self.start) / max(now - self.t0, 1e-9)
+        loss = f": meta-loss {running:.4g}" if running is not None else ''
+        held_out = f", held-out {history[-1]['eval_loss']:.4g}" if history and 'eval_loss' in history[-1] else ''
+        left = f", {(self.end - done) / rate / 60:.0f} min left" if done < self.end and rate > 0 else ''
+        self.log(f"{self.unit} {done}/{self.end}{loss}{held_out} ({rate:.2g} {self.unit}s/s{left})")
+
 @dataclass
 class TrainResult:
     "What `meta_train` returns."
@@ -167,10 +207,13 @@ def _config_matches(saved: dict, cfg: Config):
                               f"(only meta.steps may change) or start a new run directory")
 
 def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callable | None = None, progress: bool = True,
-               stop_after: int | None = None, theta: dict | None = None, draw_episode: Callable = make_episode) -> TrainResult:
-    "Meta-train `cfg`'s learner for `cfg.meta.steps` meta-steps on episodes from `draw_episode(cfg, M, generator, device)`, checkpointing into `run_dir`; `resume` continues from its checkpoint."
+               stop_after: int | None = None, theta: dict | None = None, draw_episode: Callable = make_episode,
+               log: Callable | None = None, log_every_s: float = 10.0) -> TrainResult:
+    "Meta-train `cfg`'s learner for `cfg.meta.steps` meta-steps on episodes from `draw_episode(cfg, M, generator, device)`, checkpointing into `run_dir`; `resume` continues from its checkpoint. Without a progress bar, `log` gets a line every `log_every_s` seconds."
+    check_config(cfg)
     device = get_device(cfg.device)
     run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None: remove_orphans(run_dir)                              # what a save killed mid-write left behind
     ckpt_path = run_dir / 'checkpoint.pt' if run_dir is not None else None
     torch.manual_seed(cfg.seed)
     episodes = torch.Generator(device).manual_seed(cfg.seed)
@@ -178,8 +221,8 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
     optimizer = make_optimizer(theta, cfg); scheduler = make_scheduler(optimizer, cfg)
     history, start, running = [], 0, None
     if resume:
-        if ckpt_path is None: raise ValueError("resume=True needs a run_dir with a checkpoint")
-        state = load_checkpoint(ckpt_path, map_location=device)
+        if ckpt_path is None: raise ConfigError("resume=True needs a run_dir with a checkpoint")
+        state = load_latest_checkpoint(ckpt_path, map_location=device, log=log or print)
         _config_matches(state['config'], cfg)
         with torch.no_grad():
             for k, v in state['theta'].items(): theta[k].copy_(v)
@@ -192,7 +235,8 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
         if ckpt_path is None or rank != 0: return                                 # one writer: rank 0
         save_checkpoint(ckpt_path, {'theta': {k: v.detach() for k, v in theta.items()}, 'optimizer': optimizer.state_dict(),
                                     'scheduler': scheduler.state_dict(), 'episode_rng': episodes.get_state(), 'rng': rng_state(),
-                                    'config': config_to_dict(cfg), 'history': history, 'step': step, 'running_loss': running})
+                                    'config': config_to_dict(cfg), 'history': history, 'step': step, 'running_loss': running},
+                        keep_previous=True)
         with open(run_dir / 'history.jsonl', 'w') as f:
             for h in history: f.write(json.dumps(h) + '\n')
 
@@ -206,6 +250,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
         from fastprogress.fastprogress import progress_bar  # imported only when a bar is shown
         bar = progress_bar(steps)
     else: bar = steps
+    report = Reporter(log if rank == 0 and not (progress and len(steps)) else None, start, cfg.meta.steps, log_every_s)
     for step in bar:
         # 1. sample episodes
         # (data parallel: every rank draws the same N x M lifetimes and keeps its own M)
@@ -215,17 +260,46 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
         if cfg.meta.cuda_graph and graphed is None: graphed = GraphedMetaGradient(theta, cfg, episode)
         try: loss = meta_step(theta, optimizer, cfg, episode, step, graphed)
         except NonFiniteError as e:
-            e.last_good = TrainResult(theta, history, step, time.time() - t0)   # theta is untouched: the check precedes the step
-            raise
+            saved = ckpt_path is not None and ckpt_path.exists()
+            error = NonFiniteError(f"{e}. " + (f"The last good state is in {ckpt_path} (meta-step {load_checkpoint(ckpt_path)['step']})" if saved
+                                               else "No checkpoint was written before this"))
+            error.last_good = TrainResult(theta, history, step, time.time() - t0)   # theta is untouched: the check precedes the step
+            raise error from None
         scheduler.step()
         running = loss if running is None else 0.95 * running + 0.05 * loss
         done = step + 1
         # 7. evaluate
         if evaluate is not None and cfg.meta.eval_every and (done % cfg.meta.eval_every == 0 or done == cfg.meta.steps):
             history.append({'step': done, 'meta_loss': running, **evaluate(theta), 'seconds': time.time() - t0})
+        report(done, running, history)
         if progress and hasattr(bar, 'comment'):
             bar.comment = f"meta-loss {running:.4f}" + (f" | eval {history[-1]['eval_loss']:.4f}" if history and 'eval_loss' in history[-1] else '')
         # 8. checkpoint
         if done % cfg.meta.checkpoint_every == 0 or done == end: checkpoint(done)
     if run_dir is not None and start == end: checkpoint(end)
     return TrainResult(theta, history, end, time.time() - t0)
+
+# %% ../nbs/05_meta.ipynb #fabf29b0
+def _log_if_wide(ax, axis: str, ratio: float = 20.0):
+    "A log scale on `axis` ('x' or 'y') of `ax` if its positive data span more than `ratio`, with plain numbers as tick labels."
+    from matplotlib.ticker import FuncFormatter
+    values = [v for line in ax.lines for v in (line.get_xdata() if axis == 'x' else line.get_ydata()) if v == v and v > 0]
+    if not values or max(values) / min(values) <= ratio: return
+    getattr(ax, f'set_{axis}scale')('log')
+    getattr(ax, f'{axis}axis').set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+
+def plot_training(histories: dict[str, list[dict]], title: str = ''):
+    "Held-out loss and running meta-loss against the meta-step, one line per learner, from each learner's `history` (`TrainResult.history` or its `history.jsonl`)."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for name, history in histories.items():
+        steps = [h['step'] for h in history]
+        line, = axes[0].plot(steps, [h.get('eval_loss', float('nan')) for h in history], marker='.', label=name)
+        axes[1].plot(steps, [h['meta_loss'] for h in history], marker='.', color=line.get_color())
+    for ax, what in zip(axes, ['held-out loss (query, fixed lifetimes)', 'meta-loss (running mean)']):
+        _log_if_wide(ax, 'x'); _log_if_wide(ax, 'y')
+        ax.set_xlabel('meta-step'); ax.set_ylabel(what); ax.grid(alpha=0.3, which='both')
+    axes[0].set_title('(a) held-out loss'); axes[1].set_title('(b) meta-training loss')
+    if histories: fig.legend(loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(title or 'meta-training'); fig.tight_layout()
+    return fig

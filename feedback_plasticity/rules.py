@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 import torch
 import torch.nn.functional as F
-from .core import Config
+from .core import Config, ConfigError
 from .feedback import Layer, feedback_posts, feedback_posts_vjp, target_of
 
 # %% auto #0
@@ -96,7 +96,7 @@ def eta_parameter(eta: float, cfg: Config) -> float:
     bound = cfg.plasticity.eta_bound
     if bound <= 0: return eta
     if abs(eta) >= bound:
-        raise ValueError(f"plasticity.eta_init={eta} must lie strictly inside (-eta_bound, eta_bound) = (-{bound}, {bound})")
+        raise ConfigError(f"plasticity.eta_init={eta} must lie strictly inside (-eta_bound, eta_bound) = (-{bound}, {bound})")
     return float(torch.atanh(torch.tensor(eta / bound)))
 
 # %% ../nbs/02_rules.ipynb #6cdba252

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import dataclasses, functools, math
 import torch
-from .core import Config, TaskConfig, get_dtype
+from .core import Config, TaskConfig, get_dtype, ConfigError
 from .lifetime import Episode
 from .datasets import ImageClasses, omniglot, miniimagenet
 
@@ -59,11 +59,11 @@ def class_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int
     n_classes, n_per = len(classes), classes.n_per_class
     pool = n_per if stream_pool is None else stream_pool
     if K > n_classes:
-        raise ValueError(f"an episode of {K} classes needs at least {K} classes; these data have {n_classes}: lower task.n_tasks")
+        raise ConfigError(f"an episode of {K} classes needs at least {K} classes; these data have {n_classes}: lower task.n_tasks")
     if K > n_labels:
-        raise ValueError(f"{K} classes need at least {K} output units; the network has {n_labels}: widen its last layer")
+        raise ConfigError(f"{K} classes need at least {K} output units; the network has {n_labels}: widen its last layer")
     if S * b > pool or Q > (n_per - S * b if stream_pool is None else n_per - pool):
-        raise ValueError(f"each class has {n_per} images: {S} steps x {b} for the stream (from the first {pool}) and a query of {Q} "
+        raise ConfigError(f"each class has {n_per} images: {S} steps x {b} for the stream (from the first {pool}) and a query of {Q} "
                          f"other images do not fit; lower task.steps_per_task, task.batch or task.query_per_task")
     where = generator.device if generator is not None else torch.device('cpu')
     rand = lambda *shape: torch.rand(*shape, generator=generator, device=where).cpu()
@@ -91,13 +91,13 @@ def class_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int
 def _load_classes(name: str, root: str, size: int, split: str) -> ImageClasses:
     if name == 'omniglot': return omniglot(split, root or None, size)
     if not root:
-        raise ValueError("Mini-ImageNet cannot be downloaded: set task.data_root to your copy (images/*.jpg with train.csv, val.csv, test.csv)")
+        raise ConfigError("Mini-ImageNet cannot be downloaded: set task.data_root to your copy (images/*.jpg with train.csv, val.csv, test.csv)")
     return miniimagenet(root, split, size)
 
 def task_classes(task: TaskConfig, split: str = 'train') -> ImageClasses:
     "The image classes of `task`'s data set for `split` ('train', 'test'; Mini-ImageNet also 'val'), loaded once per process."
     if task.name not in ('omniglot', 'miniimagenet'):
-        raise ValueError(f"task.name={task.name!r} has no image classes")
+        raise ConfigError(f"task.name={task.name!r} has no image classes")
     return _load_classes(task.name, str(task.data_root), task.image_size, split)
 
 # %% ../nbs/04_tasks.ipynb #5d38e3c4
@@ -106,7 +106,7 @@ def make_episode(cfg: Config, M: int, generator=None, device=None, order: str | 
     task = cfg.task if order is None else TaskConfig(**{**cfg.task.__dict__, 'order': order})
     if task.name == 'sine':
         if tuple(cfg.net.in_shape) != (task.n_tasks + 1,) or cfg.net.dense_widths[-1] != 1:
-            raise ValueError(f"sine episodes with task.n_tasks={task.n_tasks} need net.in_shape=({task.n_tasks + 1},) and one output; "
+            raise ConfigError(f"sine episodes with task.n_tasks={task.n_tasks} need net.in_shape=({task.n_tasks + 1},) and one output; "
                              f"got net.in_shape={tuple(cfg.net.in_shape)}, {cfg.net.dense_widths[-1]} outputs")
         return sine_episode(task, M, generator, device, get_dtype(cfg.dtype))
     return class_episode(network_classes(cfg, split, task), task, M, cfg.net.dense_widths[-1], generator, device, get_dtype(cfg.dtype))
@@ -116,7 +116,7 @@ def network_classes(cfg: Config, split: str = 'train', task: TaskConfig | None =
     task = cfg.task if task is None else task
     classes = task_classes(task, split)
     if tuple(cfg.net.in_shape) != classes.image_shape:
-        raise ValueError(f"{task.name} images are {classes.image_shape} (C, H, W) but net.in_shape={tuple(cfg.net.in_shape)}: "
+        raise ConfigError(f"{task.name} images are {classes.image_shape} (C, H, W) but net.in_shape={tuple(cfg.net.in_shape)}: "
                          f"make them agree (task.image_size sets H and W)")
     return classes
 
@@ -136,12 +136,12 @@ def oml_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int, 
                 dtype=torch.float32, remember: int = 10) -> Episode:
     "OML's meta-training episode: a trajectory of `task.n_tasks` classes of the second half of `classes` on fresh output units; a query of their other drawings and `remember` images of the first half, labelled by class index."
     R, K = len(classes) // 2, task.n_tasks
-    if remember < 0: raise ValueError(f"remember={remember}: the remember batch cannot have a negative number of images; use 0 for none")
-    if remember and R == 0: raise ValueError(f"a remember batch needs classes to remember; these data have {len(classes)} class: use remember=0")
+    if remember < 0: raise ConfigError(f"remember={remember}: the remember batch cannot have a negative number of images; use 0 for none")
+    if remember and R == 0: raise ConfigError(f"a remember batch needs classes to remember; these data have {len(classes)} class: use remember=0")
     if K > len(classes) - R:
-        raise ValueError(f"a trajectory of {K} classes needs {K} classes in the second half of the data; it has {len(classes) - R}: lower task.n_tasks")
+        raise ConfigError(f"a trajectory of {K} classes needs {K} classes in the second half of the data; it has {len(classes) - R}: lower task.n_tasks")
     if R + K > n_labels:
-        raise ValueError(f"OML's episode needs {R} output units for the remember classes and {K} more for the trajectory; "
+        raise ConfigError(f"OML's episode needs {R} output units for the remember classes and {K} more for the trajectory; "
                          f"the network has {n_labels}: widen its last layer")
     # the trajectory and the held-out drawings of its classes: units 0..n_labels-R-1 of the second half, shifted past the remember units
     trajectory = class_episode(class_range(classes, R), task, M, n_labels - R, generator, device, dtype)
@@ -154,7 +154,7 @@ def oml_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int, 
 def make_oml_episode(cfg: Config, M: int, generator=None, device=None, remember: int = 10, split: str = 'train') -> Episode:
     "`oml_episode` for `cfg` (its task, image classes of `split`, output units, dtype): what meta-training draws for OML."
     if cfg.task.name == 'sine':
-        raise ValueError("OML's episode is a classification episode; sine episodes (make_episode) already follow OML's incremental sine protocol")
+        raise ConfigError("OML's episode is a classification episode; sine episodes (make_episode) already follow OML's incremental sine protocol")
     return oml_episode(network_classes(cfg, split), cfg.task, M, cfg.net.dense_widths[-1], generator, device, get_dtype(cfg.dtype), remember)
 
 # %% ../nbs/04_tasks.ipynb #d78e7254
@@ -165,7 +165,7 @@ def pretraining_batch(cfg: Config, M: int, generator=None, device=None) -> tuple
         return episode.x.flatten(1, 2), episode.y.flatten(1, 2)
     classes, n_out = task_classes(cfg.task, 'train'), cfg.net.dense_widths[-1]
     if len(classes) > n_out:
-        raise ValueError(f"pretraining on {len(classes)} classes needs as many output units; the network has {n_out}")
+        raise ConfigError(f"pretraining on {len(classes)} classes needs as many output units; the network has {n_out}")
     n = cfg.task.n_tasks * cfg.task.steps_per_task * cfg.task.batch
     # class index = label
     x, label = random_drawings(classes, len(classes), M, n, generator, get_dtype(cfg.dtype))         # (M, n, C, H, W), (M, n)

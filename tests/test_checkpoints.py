@@ -29,7 +29,7 @@ def test_truncated_and_missing_files_get_clear_errors(tmp_path):
     path = tmp_path / 'checkpoint.pt'
     save_checkpoint(path, {'w': torch.randn(100)})
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(CheckpointError, match='use an earlier checkpoint'): load_checkpoint(path)
+    with pytest.raises(CheckpointError, match='is damaged or not a feedback_plasticity checkpoint .* start a new run'): load_checkpoint(path)
     with pytest.raises(CheckpointError, match='no checkpoint at'): load_checkpoint(tmp_path / 'nope.pt')
 
 def test_diverging_run_keeps_last_good_checkpoint(tmp_path):
