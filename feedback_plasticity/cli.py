@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = make_parser()
     command = parser.subcommands.get(argv[0]) if argv else None
-    if command is None: return parser.parse_args(argv) and 2                # no or unknown command, --help: argparse says what to do
+    if command is None:                                                     # no or unknown command, --help: argparse says what to do and exits
+        parser.parse_args(argv)
+        return 2
     args = command.parse_intermixed_args(argv[1:])                          # options and NAME=VALUE overrides in any order
     args.command = argv[0]
     try: return run_command(args, command, argv)

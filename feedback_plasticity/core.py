@@ -192,9 +192,9 @@ def check_fields(node, prefix: str = ''):
 
 def check_config(cfg):
     "`cfg` (a `Config` or an experiment holding one), checked field by field (`check_fields`) and for a consistent network; a `ConfigError` names the first bad field."
-    for path, node in _nodes(cfg): check_fields(node, path.removeprefix('config.'))   # an experiment's config fields, named as typed
     for path, node in _nodes(cfg):
-        path = path.removeprefix('config.')
+        path = path.removeprefix('config.')                                   # an experiment's config fields, named as typed
+        check_fields(node, path)
         if not isinstance(node, NetConfig): continue
         if len(node.conv_strides) != len(node.conv_channels):
             raise ConfigError(f"{path}conv_strides={node.conv_strides} needs one stride per conv layer ({path}conv_channels={node.conv_channels})")
@@ -300,14 +300,10 @@ def plain_text(text: str) -> str:
     import unicodedata
     return unicodedata.normalize('NFC', text.replace('$', '').replace('`', '').replace('{', '').replace('}', ''))
 
-def field_descriptions(cfg, prefix='') -> dict[str, str]:
+def field_descriptions(cfg) -> dict[str, str]:
     "Every leaf field of `cfg` as `{'section.name': description}` (from `field_comments`), for `--list`."
-    comments, out = field_comments(type(cfg)), {}
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        if is_dataclass(v): out.update(field_descriptions(v, f'{prefix}{f.name}.'))
-        else: out[f'{prefix}{f.name}'] = comments.get(f.name, '')
-    return out
+    return {f'{path}{f.name}': field_comments(type(node)).get(f.name, '')
+            for path, node in _nodes(cfg) for f in fields(node) if not is_dataclass(getattr(node, f.name))}
 
 def flat_fields(cfg, prefix='') -> dict:
     "Every leaf field of `cfg` as `{'section.name': value}`, for listing what can be overridden."

@@ -281,7 +281,8 @@ def training_histories(run_dir, learner_ids) -> dict[str, list[dict]]:
     out = {}
     for i in learner_ids:
         path = Path(run_dir) / 'learners' / i / 'history.jsonl'
-        if path.exists() and path.read_text().strip(): out[LEARNER_NAMES.get(i, i)] = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+        lines = path.read_text().splitlines() if path.exists() else []
+        if any(l.strip() for l in lines): out[LEARNER_NAMES.get(i, i)] = [json.loads(l) for l in lines if l.strip()]
     return out
 
 def save_figure(fig, path) -> Path:
