@@ -1,4 +1,4 @@
-"""Meta-steps on a GPU with and without `meta.cuda_graph` (one prepared run): seconds per meta-step and agreement.
+"""Meta-steps on a GPU with and without `compute.cuda_graph` (one prepared run): seconds per meta-step and agreement.
 
 For `paper_sine` and `paper_omniglot` at the given meta-batch sizes M: the seconds of one whole meta-step (`meta_step`:
 lifetimes, meta-loss, backward, checks, Adam) in eager mode and replayed from a `GraphedMetaGradient` (capture time
@@ -24,7 +24,7 @@ ETA = {'paper_sine': 1e-8, 'paper_omniglot': 1e-4}     # plain Oja on the paper 
 
 def run(name: str, backward: str, M: int, steps: int, graph: bool) -> dict:
     "Time `steps` meta-steps (after one untimed step) and return the final theta."
-    cfg = override(preset(name), **{'device': 'cuda', 'meta.meta_batch': M, 'meta.lifetime_backward': backward,
+    cfg = override(preset(name), **{'device': 'cuda', 'meta.meta_batch': M, 'compute.engine': backward,
                                     'plasticity.eta_init': ETA[name]})     # the presets' meta learning rates (eta's: 1e-8, 1e-5)
     theta = init_theta(cfg, torch.Generator().manual_seed(0), 'cuda')
     sine = cfg.task.name == 'sine'
@@ -75,7 +75,7 @@ def main():
         lines.append(f"| {name} | {backward} | {M} | {f('eager', '.4f')} | {f('graph', '.4f')} | {f('speedup', '.2f')} | "
                      f"{f('capture', '.1f')} | {f('max_rel_diff', '.1e')} | {f('peak_mb', '.0f')} | {row['status']} |")
         (args.out / 'gpu_meta_step.json').write_text(json.dumps(report, indent=1))
-        (args.out / 'gpu_meta_step.md').write_text(f"# meta-steps with and without meta.cuda_graph: {report['gpu']}, torch {report['torch']}\n\n"
+        (args.out / 'gpu_meta_step.md').write_text(f"# meta-steps with and without compute.cuda_graph: {report['gpu']}, torch {report['torch']}\n\n"
                                                    f"command: `python benchmarks/gpu_meta_step.py {' '.join(sys.argv[1:])}`; median of "
                                                    f"{args.steps} meta-steps after one untimed step\n\n" + '\n'.join(lines) + '\n')
 

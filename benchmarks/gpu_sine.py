@@ -37,7 +37,7 @@ def time_lifetime(cfg, M: int, device, repeats: int = 3) -> dict:
         if i: seconds.append(time.perf_counter() - start)
     seconds.sort()
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == 'cuda' else float('nan')
-    return {'M': M, 'backward': cfg.meta.lifetime_backward, 'seconds': seconds[len(seconds) // 2],
+    return {'M': M, 'backward': cfg.compute.engine, 'seconds': seconds[len(seconds) // 2],
             'seconds_per_lifetime': seconds[len(seconds) // 2] / M, 'peak_gpu_mb': peak}
 
 def main():
@@ -59,7 +59,7 @@ def main():
     if args.smoke: base = override(base, **{'net.dense_widths': '16,16,1', 'task.steps_per_task': 2})
     for M in (() if args.skip_benchmark else (1, 32)):
         for backward in ('reversible', 'autograd'):
-            try: r = time_lifetime(override(base, **{'meta.lifetime_backward': backward}), M, device)
+            try: r = time_lifetime(override(base, **{'compute.engine': backward}), M, device)
             except torch.OutOfMemoryError as e:
                 r = {'M': M, 'backward': backward, 'seconds': None, 'error': 'out of memory: ' + str(e).split('.')[0]}
             if device.type == 'cuda': torch.cuda.empty_cache()
@@ -69,7 +69,7 @@ def main():
     exp = override(exp, **{'config.device': str(device), 'config.meta.meta_batch': args.meta_batch, 'config.plasticity.eta_bound': 1.0,
                            'config.plasticity.normalize_pre': True, 'config.meta.lr_eta': 3e-3, 'config.meta.lr_weights': 3e-4,
                            'config.meta.lr_feedback': 3e-4, 'config.meta.lr_strength': 3e-4, 'config.meta.eval_every': 25,
-                           'config.meta.eval_lifetimes': 32, 'config.meta.lifetime_chunk': 20, 'learners': 'flp_oja,oml,pretrain_sgd',
+                           'config.meta.eval_lifetimes': 32, 'config.compute.chunk': 20, 'learners': 'flp_oja,oml,pretrain_sgd',
                            'train_steps_per_task': args.train_steps_per_task})
     if args.smoke: exp = override(exp, **{'config.net.dense_widths': '16,16,1', 'eval_runs': 4, 'search_runs': 2, 'config.meta.eval_every': 1})
     per_step = {}

@@ -9,7 +9,7 @@ W, b, eta, B, c, s). The presets start at eta = 0; here eta = 1e-8 (sine: 1e-7 a
 of plain Oja) and 1e-4 (Omniglot), so that the plastic steps do something.
 Variants (`PARTS`, in priority order): eager float32 with TF32 off (the preset's backward, the baseline, and the other one);
 TF32 matmuls and convs; bf16 autocast around the forward; torch.compile of `represent` (the frozen convs), of `inner_step`
-(one plastic step, autograd backward) or of `forward_step` / `backward_step` (the reversible walk's steps, as `meta.compile`);
+(one plastic step, autograd backward) or of `forward_step` / `backward_step` (the reversible walk's steps, as the dropped `meta.compile` did);
 the whole forward + backward captured as one CUDA graph (autograd backward; replayed); the slow `reference_lifetime` (M = 1;
 sine on 2 steps, extrapolated). `--budget` seconds are split over the parts by weight (what a part leaves goes to the
 later ones); a measurement predicted to overrun its part's share is skipped, one that runs over is stopped (SIGALRM), and
@@ -24,14 +24,15 @@ import argparse, contextlib, json, logging, os, platform, signal, statistics, su
 from pathlib import Path
 import torch
 import feedback_plasticity.lifetime as LT
+import feedback_plasticity.reversible as RV
 from feedback_plasticity.core import preset, override, get_device
 from feedback_plasticity.feedback import init_theta
 from feedback_plasticity.lifetime import Episode, random_episode
 from feedback_plasticity.tasks import make_episode
 
 OTHER = {'reversible': 'autograd', 'autograd': 'reversible'}
-# (config, variant, mode, backward, precision, compiled functions of feedback_plasticity.lifetime, weight ~ expected H100 seconds)
-# backward: 'preset' (the preset's meta.lifetime_backward), 'other', or a name. The first part of each config is its baseline.
+# (config, variant, mode, backward, precision, compiled functions of feedback_plasticity.lifetime or .reversible, weight ~ expected H100 seconds)
+# backward: 'preset' (the preset's compute.engine), 'other', or a name. The first part of each config is its baseline.
 PARTS = [
     ('paper_omniglot', 'eager fp32', 'eager', 'preset', 'fp32', (), 10),
     ('paper_sine', 'eager fp32', 'eager', 'preset', 'fp32', (), 35),
@@ -69,12 +70,13 @@ def settings(precision: str, names: tuple):
     "TF32 on for 'tf32' only (off otherwise), and the functions `names` of feedback_plasticity.lifetime compiled."
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == 'tf32'
-    originals = {n: getattr(LT, n) for n in names}
-    for n in names: setattr(LT, n, COMPILED.setdefault(n, torch.compile(originals[n])))
+    home = {n: LT if hasattr(LT, n) else RV for n in names}                # the module whose calls go through the name
+    originals = {n: getattr(home[n], n) for n in names}
+    for n in names: setattr(home[n], n, COMPILED.setdefault(n, torch.compile(originals[n])))
     try: yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        for n, f in originals.items(): setattr(LT, n, f)
+        for n, f in originals.items(): setattr(home[n], n, f)
 
 def configs(smoke: bool, device) -> dict:
     "The two paper configs on `device`, with a small eta that stays finite (tiny widths and few steps with `smoke`)."
@@ -182,8 +184,8 @@ def measure_part(part: tuple, cfgs: dict, args, device, deadline: float, refs: d
     "Every M of one part within its time share (ends by `deadline`); adds a row per M to the report, written at once."
     name, variant, mode, backward, precision, names, _ = part
     cfg = cfgs[name]
-    backward = {'preset': cfg.meta.lifetime_backward, 'other': OTHER[cfg.meta.lifetime_backward]}.get(backward, backward)
-    cfg = override(cfg, **{'meta.lifetime_backward': backward})
+    backward = {'preset': cfg.compute.engine, 'other': OTHER[cfg.compute.engine]}.get(backward, backward)
+    cfg = override(cfg, **{'compute.engine': backward})
     T = cfg.task.n_tasks * cfg.task.steps_per_task
     steps = (2 if cfg.task.name == 'sine' else T) if mode == 'reference' else T
     times, peaks, oom = [], [], False

@@ -2,7 +2,7 @@
 
 This machine's speed drifts by 10-20% within an hour, so a change to the kernels is judged by runs of both versions taken
 in turn in one process, not by two benchmark runs made minutes apart. Each round runs one lifetime (forward and
-meta-gradient backward, `meta.fused=True`) on each version; the first round is a warm-up.
+meta-gradient backward, `compute.engine=fused`) on each version; the first round is a warm-up.
 
 Usage: `python benchmarks/kernels_ab.py old.cpp new.cpp [--rounds 4] [--lifetimes 1]`. A source file is a version of
 the kernels' C++, `feedback_plasticity/csrc/plastic_layer.cpp` (`feedback_plasticity.kernels.KERNEL_SOURCE` is its text);
@@ -24,7 +24,7 @@ def main():
     from feedback_plasticity.feedback import init_theta
     from feedback_plasticity.lifetime import lifetime, random_episode
     libraries = [K.load_library(K.build_kernels(open(path).read())) for path in args.sources]
-    cfg = preset('paper_sine'); cfg.meta.fused = True
+    cfg = preset('paper_sine'); cfg.compute.engine = 'fused'
     g = torch.Generator().manual_seed(0)
     theta, task = init_theta(cfg, g), cfg.task
     episode = random_episode(cfg, args.lifetimes, task.n_tasks * task.steps_per_task, task.batch, task.n_tasks * task.query_per_task, g)

@@ -2,13 +2,13 @@
 
 For a config (`paper_sine`: 9 dense layers, 400 steps of 32 points; `paper_omniglot`: 6 frozen 128-channel convs on
 84x84 images, then dense 1152 -> 128 -> 1000, 25 single-image steps and a query of 25) and M lifetimes per meta-step:
-forward + backward of `lifetime(...).query_loss.sum()` by the reversible backward (the default), by the same with its
-steps under torch.compile (`compiled`: `meta.compile=True`; the warm-up run compiles), by the same with its plastic
-layers on the package's fused C++ kernels (`fused`: `meta.fused=True`; built once per machine), by plain autograd, and
+forward + backward of `lifetime(...).query_loss.sum()` on each engine (`compute.engine`): the reversible backward (the
+default), the same with its plastic layers on the package's fused C++ kernels (`fused`; built once per machine), plain
+autograd, and
 by the slow reference `reference_lifetime` (M = 1; on a few steps only for sine, reported per step and extrapolated), and for
 conv configs the floor under all of them: the frozen convs alone, forward and backward on the episode's stream and query images.
 Two more rows time a lifetime without a graph, as the evaluations run it (forward only, under `torch.no_grad`): on torch's
-steps (`no_grad`) and on the fused kernels (`no_grad_fused`: `meta.fused=True`).
+steps (`no_grad`) and on the fused kernels (`no_grad_fused`: the `fused` engine's `run`).
 Seconds are per *lifetime* (a meta-step's time / M). Each measurement runs in its own subprocess, so its peak RSS
 (`ru_maxrss`) is its own. Prints one table and writes it as JSON with the machine named.
 
@@ -34,9 +34,8 @@ def measure(config: str, path: str, M: int, steps: int, repeats: int, threads: i
     from feedback_plasticity.feedback import init_theta
     from feedback_plasticity.lifetime import Episode, lifetime, reference_lifetime, random_episode
     cfg = preset(config)
-    cfg.meta.lifetime_backward = 'autograd' if path == 'autograd' else 'reversible'
-    cfg.meta.compile = path == 'compiled'                                      # the reversible walk's steps under torch.compile (the warm-up compiles)
-    cfg.meta.fused = path in ('fused', 'no_grad_fused')                       # the plastic layers on the fused C++ kernels
+    # the engine: plain autograd, the reversible walk, or the walk on the fused C++ kernels (lifetimes without a graph: its plain steps)
+    cfg.compute.engine = {'autograd': 'autograd', 'fused': 'fused', 'no_grad_fused': 'fused'}.get(path, 'reversible')
     no_graph = path in ('no_grad', 'no_grad_fused')                            # a lifetime as the evaluations run it: forward only
     g = torch.Generator().manual_seed(0)
     theta = init_theta(cfg, g)
@@ -168,11 +167,10 @@ def main():
     parser.add_argument('--reference-steps', type=int, default=None, help='steps the slow reference runs (extrapolated; default: 2 for sine, all for Omniglot)')
     parser.add_argument('--threads', type=int, default=2, help='torch threads')
     parser.add_argument('--no-autograd', action='store_true', help='skip the plain-autograd path (it needs ~6 GB per sine lifetime)')
-    parser.add_argument('--no-compile', action='store_true', help='skip the compiled reversible path (meta.compile=True)')
-    parser.add_argument('--no-fused', action='store_true', help='skip the reversible path on the fused kernels (meta.fused=True)')
+    parser.add_argument('--no-fused', action='store_true', help='skip the reversible path on the fused kernels (compute.engine=fused)')
     parser.add_argument('--no-grad', action='store_true', help='also time lifetimes without a graph (no_grad, no_grad_fused)')
     parser.add_argument('--only', nargs='+', default=None,
-                        help='measure only these paths (of reversible, compiled, fused, autograd, no_grad, no_grad_fused, reference, frozen)')
+                        help='measure only these paths (of reversible, fused, autograd, no_grad, no_grad_fused, reference, frozen)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     args = parser.parse_args()
     from feedback_plasticity.core import preset
@@ -188,7 +186,7 @@ def main():
     wanted = lambda path: args.only is None or path in args.only
     rows = []
     for M in args.lifetimes:
-        for path, skip in (('reversible', False), ('compiled', args.no_compile), ('fused', args.no_fused), ('autograd', args.no_autograd or M != 1),
+        for path, skip in (('reversible', False), ('fused', args.no_fused), ('autograd', args.no_autograd or M != 1),
                            ('no_grad', not (args.no_grad or args.only)), ('no_grad_fused', args.no_fused or not (args.no_grad or args.only))):
             if wanted(path) and not skip: rows.append(in_subprocess(args.config, path, M, steps, args.repeats, args.threads))
     if wanted('reference'): rows.append(in_subprocess(args.config, 'reference', 1, reference_steps, 1, args.threads))
@@ -209,7 +207,7 @@ def main():
         print(f"* run on {reference['steps']} steps: {reference['seconds'] / reference['steps']:.2f} s per step, x {steps} steps "
               f"(its peak RSS is for {reference['steps']} steps only)")
     # memory against the lifetime's length: the reversible backward stores no weights per step
-    walk = rows[0]['path'] if rows[0]['path'] in ('reversible', 'compiled', 'fused') else 'reversible'
+    walk = rows[0]['path'] if rows[0]['path'] in ('reversible', 'fused') else 'reversible'
     by_steps = {T: in_subprocess(args.config, walk, 1, T, 1, args.threads)['peak_rss_mb'] for T in (max(1, steps // 4), steps)}
     print(f'{walk} path, peak RSS by lifetime length (M = 1): ' + ', '.join(f"T={T}: {mb:.0f} MB" for T, mb in by_steps.items()))
     # how close to the machine's limits, for each M measured on the fast path
@@ -218,7 +216,7 @@ def main():
     print(f"this machine: float32 matmul {first['peak_gflops']:.0f} GFLOP/s (2048^3), memory {first['bandwidth_gbs']:.1f} GB/s (a + b into c, 256 MB each)")
     print(f"{'path':<12}{'M':>4}{'s/lifetime':>12}{'GFLOP':>8}{'@peak':>8}{'@shapes':>9}{'memory':>8}   measured / floor (@peak, @shapes, memory)")
     for row in rows:
-        if row['path'] not in ('reversible', 'compiled', 'fused') or row['steps'] != steps: continue
+        if row['path'] not in ('reversible', 'fused') or row['steps'] != steps: continue
         M = row['lifetimes']
         row['floors'] = floors(limits[M], args.config, M, row['seconds_per_lifetime'])
         f = row['floors']

@@ -11,7 +11,7 @@ import torch
 from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or_none
 from .feedback import build_layers, init_theta, represent, initial_fast, plastic_forward
 from .rules import task_loss, eta_parameter
-from .lifetime import run_steps
+from .lifetime import engine_for
 from .tasks import make_episode, class_episode, pretraining_batch
 
 # %% auto #0
@@ -81,7 +81,7 @@ def evaluate_stream(learner: Learner, n_runs: int = 50, order: str = 'continual'
             h, h_query = represent(theta, episode.x, layers), represent(theta, episode.x_query, layers)
             after, fast = [], initial_fast(theta, layers, M)
             for k in range(K):                                                           # the stream, one function's steps at a time
-                fast = run_steps(theta, fast, h[:, k * S:(k + 1) * S], episode.y[:, k * S:(k + 1) * S], layers, cfg, start=k * S)
+                fast = engine_for(cfg, graph=False).run(theta, fast, h[:, k * S:(k + 1) * S], episode.y[:, k * S:(k + 1) * S], layers, cfg, start=k * S)
                 after.append(task_losses(theta, fast, h_query, episode.y_query, layers, cfg, K))   # (M, K)
             rows.append(torch.stack(after, 1))                                           # (M, K, K)
     return StreamEvaluation(learner.name, order, torch.cat(rows).cpu())
@@ -326,7 +326,7 @@ def evaluate_classes(learner: Learner, classes, n_way: int, k_shot: int = 15, or
             episode = class_episode(classes, task, M, n_way, generator, device, get_dtype(cfg.dtype), stream_pool)
             h = frozen_features(theta, episode.x, layers)                            # (M, T, 1, n)
             h_test = frozen_features(theta, episode.x_query, layers)                 # (M, N*Q, n)
-            fast = run_steps(theta, initial_fast(theta, layers, M), h, episode.y, layers, cfg)
+            fast = engine_for(cfg, graph=False).run(theta, initial_fast(theta, layers, M), h, episode.y, layers, cfg)
             def accuracy(features, labels):
                 z = plastic_forward(theta, fast, features, layers)[L]                    # (M, n_examples, N)
                 return (z.argmax(-1) == labels).to(torch.float64).mean(-1)           # (M,)

@@ -11,12 +11,12 @@ from typing import Literal, get_args, get_origin, get_type_hints
 import torch
 
 # %% auto #0
-__all__ = ['PRESETS', 'BOUNDS', 'SYMBOLS', 'FLPError', 'ConfigError', 'RunDirError', 'NetConfig', 'FeedbackConfig',
-           'PlasticityConfig', 'SignalConfig', 'TaskConfig', 'MetaConfig', 'Config', 'preset', 'check_fields',
-           'check_config', 'override', 'config_to_dict', 'config_from_dict', 'finite_or_none', 'strict_json',
-           'field_comments', 'plain_text', 'field_descriptions', 'flat_fields', 'seed_everything', 'get_device',
-           'get_dtype', 'CheckpointError', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'load_latest_checkpoint', 'remove_orphans', 'rng_state', 'set_rng_state']
+__all__ = ['PRESETS', 'BOUNDS', 'MOVED', 'SYMBOLS', 'FLPError', 'ConfigError', 'RunDirError', 'NetConfig', 'FeedbackConfig',
+           'PlasticityConfig', 'SignalConfig', 'TaskConfig', 'MetaConfig', 'ComputeConfig', 'Config', 'preset',
+           'check_fields', 'check_config', 'migrate', 'override', 'config_to_dict', 'config_from_dict',
+           'finite_or_none', 'strict_json', 'field_comments', 'plain_text', 'field_descriptions', 'flat_fields',
+           'seed_everything', 'get_device', 'get_dtype', 'CheckpointError', 'previous_checkpoint', 'save_checkpoint',
+           'load_checkpoint', 'load_latest_checkpoint', 'remove_orphans', 'rng_state', 'set_rng_state']
 
 # %% ../nbs/00_core.ipynb #751b927c
 class FLPError(Exception):
@@ -54,7 +54,7 @@ class FeedbackConfig:
 @dataclass
 class PlasticityConfig:
     "The local rule, the resolution and scale of the plasticity coefficients $\\eta_\\ell$."
-    rule: Literal['oja', 'hebb', 'sgd'] = 'oja'  # local rule; 'sgd' is the gradient baseline (OML's inner loop)
+    rule: str = 'oja'             # local rule, one of the rules notebook's `RULES`: 'oja', 'hebb', or 'sgd', the gradient baseline (OML's inner loop)
     eta_shape: Literal['synapse', 'neuron', 'layer'] = 'synapse'  # one $\eta$ per synapse, per postsynaptic neuron, or per layer
     eta_init: float = 0.0         # initial value of every plasticity coefficient (the authors: 0)
     eta_init_output: float = 0.0  # added to `eta_init` for the output layer (a delta rule that works from the first meta-step)
@@ -97,15 +97,17 @@ class MetaConfig:
     steps: int = 20000            # meta-steps
     lr_decay_every: int = 0       # multiply all learning rates by `lr_decay` every this many steps (0: never)
     lr_decay: float = 0.1         # the factor of that step schedule
-    lifetime_backward: Literal['reversible', 'autograd'] = 'reversible'  # meta-gradient through a lifetime: rebuild W(τ) from W(τ+1) in a custom backward (memory independent of T), or plain autograd (stores every step)
-    lifetime_chunk: int = 0       # recompute the lifetime in chunks of this many steps during backward (0: keep every step); saves memory
-    compile: bool = False         # run the reversible walk's steps under torch.compile (fused elementwise passes; the first lifetime compiles, needs a C++ compiler on a CPU)
-    fused: bool = False           # CPU: run the reversible walk's plastic layers with the package's fused C++ kernels (one pass over each layer's weights per step; built on first use, needs a C++ compiler); takes precedence over `compile`
-    cuda_graph: bool = False      # GPU only, with lifetime_backward='autograd': capture the meta-gradient (lifetimes, forward and backward) once as a CUDA graph and replay it every meta-step
     clip_grad_norm: float = 0.0   # clip the meta-gradient of each parameter group to this norm (0: no clipping)
     checkpoint_every: int = 100   # write a checkpoint every this many meta-steps (and at the end)
     eval_every: int = 100         # evaluate on held-out episodes every this many meta-steps (0: never)
     eval_lifetimes: int = 16      # lifetimes in that periodic evaluation
+
+@dataclass
+class ComputeConfig:
+    "How the lifetimes are computed: the same numbers whichever is chosen, so not part of a run's identity (a run resumes under any of them)."
+    engine: str = 'reversible'    # how a lifetime's steps and meta-gradient run, one of the lifetime notebook's `ENGINES`: 'autograd', 'checkpointed', 'reversible' (memory independent of T), 'fused' (the reversible walk on the package's C++ kernels, CPU); one that cannot run a config hands it to the next (fused → reversible → checkpointed → autograd)
+    chunk: int = 0                # 'checkpointed': recompute the lifetime in chunks of this many steps during backward (0: store every step, plain autograd)
+    cuda_graph: bool = False      # GPU only, with engine 'autograd' or 'checkpointed': capture the meta-gradient (lifetimes, forward and backward) once as a CUDA graph and replay it every meta-step
 
 @dataclass
 class Config:
@@ -116,6 +118,7 @@ class Config:
     signal: SignalConfig = field(default_factory=SignalConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     seed: int = 0                 # seed of every random draw (initialisation, episodes)
     device: str = 'auto'          # 'auto' (a GPU when present, else the CPU), or any torch device string
     dtype: Literal['float32', 'float64'] = 'float32'  # floating point type of all tensors
@@ -142,8 +145,9 @@ def _paper_omniglot() -> Config:
                   signal=SignalConfig(kind='target', task='classification'),
                   task=TaskConfig(name='omniglot', n_tasks=5, steps_per_task=5, batch=1, query_per_task=5,
                                   order='iid', image_size=84),
+                  meta=MetaConfig(lr_weights=1e-4, lr_feedback=1e-4, lr_eta=1e-5, lr_strength=1e-4, steps=40000),
                   # 25-step lifetimes: plain autograd and the reversible walk cost the same here (2-core CPU, one thread: 1.49 s and 1.44 s CPU per lifetime, 95% of it the frozen convs); autograd stores 25 small steps
-                  meta=MetaConfig(lr_weights=1e-4, lr_feedback=1e-4, lr_eta=1e-5, lr_strength=1e-4, steps=40000, lifetime_backward='autograd'))
+                  compute=ComputeConfig(engine='autograd'))
 
 def _authors(cfg: Config) -> Config:
     "`cfg` with the four choices of the authors' code that differ from the package's defaults (each documented where it lives)."
@@ -170,7 +174,7 @@ BOUNDS = {**{name: ('>', 0) for name in (
               'class_counts', 'ways', 'shots', 'stream_pool', 'test_per_class', 'oml_remember')},
           **{name: ('>=', 0) for name in (
               'n_frozen', 'B_scale', 'eta_bound', 'lr_weights', 'lr_feedback', 'lr_eta', 'lr_strength', 'lr_decay_every',
-              'lifetime_chunk', 'clip_grad_norm', 'eval_every', 'seed', 'train_steps_per_task')},
+              'chunk', 'clip_grad_norm', 'eval_every', 'seed', 'train_steps_per_task')},
           'eval_runs': ('>=', 2)}                      # a 95% confidence interval needs two runs
 
 def _allowed(value, bound) -> bool:
@@ -237,10 +241,28 @@ def _parse_value(text, typ, name):
         except (TypeError, ValueError): raise ConfigError(f"{name}={text!r} is not a valid {typ.__name__}") from None
     raise TypeError(f"field {name} has unsupported type {typ}")
 
+# fields of earlier versions that moved, and where they live now: how the meta-gradient is computed became the compute section
+MOVED = {'meta.lifetime_backward': 'compute.engine (autograd, checkpointed, reversible or fused)',
+         'meta.lifetime_chunk': 'compute.chunk (with compute.engine=checkpointed)',
+         'meta.fused': 'compute.engine=fused', 'meta.cuda_graph': 'compute.cuda_graph',
+         'meta.compile': 'compute.engine=fused (meta.compile was dropped: on a CPU the fused kernels were 2.3x faster than it, '
+                         'and on a GPU it gained nothing at M = 8; see benchmarks/README.md)'}
+
+def migrate(d: dict) -> dict:
+    "A `Config` dict written by an earlier version, in today's layout: `meta`'s `lifetime_backward`, `lifetime_chunk`, `compile`, `fused` and `cuda_graph` become the `compute` section's engine, chunk and CUDA graph (a compiled walk runs eagerly: the same numbers)."
+    meta = dict(d.get('meta', {}))
+    old = {name: meta.pop(name) for name in [k.split('.')[1] for k in MOVED] if name in meta}
+    if not old: return d
+    backward, chunk = old.get('lifetime_backward', 'reversible'), old.get('lifetime_chunk', 0)
+    engine = 'fused' if old.get('fused') else 'reversible' if backward == 'reversible' else 'checkpointed' if chunk else 'autograd'
+    return {**d, 'meta': meta, 'compute': {'engine': engine, 'chunk': chunk, 'cuda_graph': old.get('cuda_graph', False), **d.get('compute', {})}}
+
 def override(cfg, **changes):
     "A copy of the (nested dataclass) config `cfg` with dotted fields changed, e.g. `override(cfg, **{'plasticity.rule': 'hebb'})`; values are type-checked."
     cfg = config_from_dict(config_to_dict(cfg), type(cfg))
     for dotted, value in changes.items():
+        if (moved := MOVED.get(dotted.removeprefix('config.'))) is not None:
+            raise ConfigError(f"{dotted} has moved: use {moved}")
         *path, name = dotted.split('.')
         node = cfg
         for part in path:
@@ -261,6 +283,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 def config_from_dict(d: dict, cls=Config):
     "Rebuild a config of class `cls` from `config_to_dict`'s output (unknown keys are an error)."
+    if cls is Config: d = migrate(d)                                          # a run folder of an earlier version
     hints = get_type_hints(cls)
     unknown = set(d) - set(hints)
     if unknown: raise ConfigError(f"unknown config keys {sorted(unknown)} for {cls.__name__}")

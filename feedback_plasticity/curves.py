@@ -127,7 +127,7 @@ def curve_preset(kind: str = 'sine', name: str = 'cpu'):
             return replace(exp, config=cfg, learners=('flp_oja', 'oml', 'pretrain_sgd'), eval_runs=6, workers=1)
         if name == 'cpu':
             cfg = override(sine_preset('quick').config, **{
-                'net.dense_widths': CPU_SINE_WIDTHS, 'meta.meta_batch': 1, 'meta.steps': SINE_MILESTONES[-1], 'meta.fused': True,
+                'net.dense_widths': CPU_SINE_WIDTHS, 'meta.meta_batch': 1, 'meta.steps': SINE_MILESTONES[-1], 'compute.engine': 'fused',
                 'plasticity.eta_bound': 0.0, 'plasticity.normalize_pre': False, 'plasticity.eta_init_output': 1e-5,
                 'meta.lr_eta': 1e-6, 'meta.clip_grad_norm': 1.0, 'meta.eval_every': 500, 'meta.checkpoint_every': 500})
             return replace(sine_preset('quick'), config=cfg, learners=('flp_oja', 'oml', 'no_feedback', 'pretrain_sgd'), workers=2)

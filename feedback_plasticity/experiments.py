@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from .core import (Config, override, preset, config_to_dict, config_from_dict, get_device, seed_everything, ConfigError, RunDirError, check_config, strict_json)
 from .feedback import init_theta
+from .rules import rule_of
+from .lifetime import engine_for
 from .meta import meta_train, NonFiniteError, resumable_part, world, plot_training, Reporter
 from .continual import (Learner, without_plasticity, evaluate_stream, sgd_variant, search_learning_rate, pretrain,
                                            results_table, results_dict, plot_results, stream_loss, evaluate_classes, class_stream_loss,
@@ -110,10 +112,9 @@ def authors_mode(cfg: Config) -> Config:
     paper = preset('authors_sine' if cfg.signal.task == 'regression' else 'authors_omniglot')
     net = replace(cfg.net, output_gain=paper.net.output_gain, zero_output=False)
     task = replace(cfg.task, iid_unit=paper.task.iid_unit, query_loss='all')
-    length = ('meta_batch', 'steps', 'lr_decay_every', 'lr_decay', 'lifetime_backward', 'lifetime_chunk', 'compile', 'fused', 'cuda_graph',
-              'checkpoint_every', 'eval_every', 'eval_lifetimes')
+    length = ('meta_batch', 'steps', 'lr_decay_every', 'lr_decay', 'checkpoint_every', 'eval_every', 'eval_lifetimes')
     meta = replace(paper.meta, **{k: getattr(cfg.meta, k) for k in length})
-    return replace(paper, net=net, task=task, meta=meta, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
+    return replace(paper, net=net, task=task, meta=meta, compute=cfg.compute, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
 
 def oml_config(exp) -> Config:
     "OML's config: SGD on the last `oml_plastic_layers` layers at `oml_lr`; with its own episode (`oml_episode`), class after class and a meta-loss over all output units."
@@ -236,8 +237,8 @@ def _differences(a: dict, b: dict, prefix: str = '') -> list[str]:
     return out
 
 def check_experiment(exp):
-    "`exp`, checked before any work: every field's value (`check_config`) and every learner's name."
-    check_config(exp)
+    "`exp`, checked before any work: every field's value (`check_config`), its rule and engine, and every learner's name."
+    check_config(exp); rule_of(exp.config); engine_for(exp.config)
     if not exp.learners: raise ConfigError("learners is empty; name at least one, e.g. learners=flp_oja,oml")
     for learner_id in exp.learners:
         if learner_id not in LEARNER_NAMES:

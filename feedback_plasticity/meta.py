@@ -13,7 +13,8 @@ from .core import (Config, config_to_dict, config_from_dict, get_device, save_ch
                                       rng_state, set_rng_state, CheckpointError, FLPError, ConfigError, check_config, load_latest_checkpoint,
                                       remove_orphans)
 from .feedback import init_theta
-from .lifetime import Episode, lifetime
+from .lifetime import Episode, lifetime, engine_for
+from .rules import rule_of
 from .tasks import make_episode
 
 # %% auto #0
@@ -45,7 +46,7 @@ def make_scheduler(optimizer, cfg: Config):
     every = cfg.meta.lr_decay_every
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every if every > 0 else 10 ** 12, gamma=cfg.meta.lr_decay)
 
-# %% ../nbs/05_meta.ipynb #21b7ec2e
+# %% ../nbs/05_meta.ipynb #b9a70d5e
 class NonFiniteError(FLPError, FloatingPointError):
     "The meta-loss or a meta-gradient is not finite, or explodes."
 
@@ -87,6 +88,7 @@ def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | 
         raise NonFiniteError(f"meta-step {step}: the meta-gradient is non-finite or exploding (past {EXPLODING:.0e}) in {where}. "
                              f"Lower that group's learning rate (meta.lr_...) or set meta.clip_grad_norm")
 
+# %% ../nbs/05_meta.ipynb #76004bdd
 def world() -> tuple[int, int]:
     "This process's rank and the number of processes of torch.distributed's default group; `(0, 1)` without one."
     import torch.distributed as dist
@@ -107,15 +109,16 @@ def average_over_ranks(loss: torch.Tensor, theta: dict) -> torch.Tensor:
         g.copy_(flat[offset:offset + g.numel()].view_as(g)); offset += g.numel()
     return flat[0]
 
+# %% ../nbs/05_meta.ipynb #2b697ae1
 class GraphedMetaGradient:
     "The meta-gradient of `cfg`'s lifetimes captured once as a CUDA graph: calling it with an episode of the same shapes replays lifetimes, meta-loss and backward, filling `theta`'s `.grad`."
     def __init__(self, theta: dict, cfg: Config, episode: Episode, warmup: int = 2):
-        if cfg.meta.lifetime_backward != 'autograd':
-            raise ConfigError("meta.cuda_graph=True captures the plain autograd backward; set meta.lifetime_backward=autograd "
+        if engine_for(cfg).name not in ('autograd', 'checkpointed'):
+            raise ConfigError("compute.cuda_graph=True captures the plain autograd backward; set compute.engine=autograd "
                              "(the reversible backward copies from the CPU inside its walk, which a CUDA graph cannot capture)")
         if episode.x.device.type != 'cuda':
-            raise ConfigError(f"meta.cuda_graph=True needs a CUDA device, but the episodes are on {episode.x.device}; "
-                             f"set meta.cuda_graph=False (or run on a GPU)")
+            raise ConfigError(f"compute.cuda_graph=True needs a CUDA device, but the episodes are on {episode.x.device}; "
+                             f"set compute.cuda_graph=False (or run on a GPU)")
         self.theta, self.static = theta, episode.map(torch.clone)
         learned = [v for v in theta.values() if v.requires_grad]
         # warm up on a side stream (lazy initialisation must not be captured), then capture forward and backward
@@ -139,6 +142,7 @@ class GraphedMetaGradient:
         for k, g in self.grads.items(): self.theta[k].grad = g
         return self.loss
 
+# %% ../nbs/05_meta.ipynb #b02cc7be
 def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: GraphedMetaGradient | None = None) -> float:
     "One meta-step on `episode`: lifetimes → meta-loss → backward (or the `graphed` replay of both) → (mean over ranks) → finiteness check → (clip) → Adam step. Returns the meta-loss."
     if graphed is not None: loss = graphed(episode)                          # 2-4. replayed: the same kernels, no Python
@@ -158,7 +162,7 @@ def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: 
     optimizer.step()
     return loss.item()
 
-# %% ../nbs/05_meta.ipynb #45e32fa6
+# %% ../nbs/05_meta.ipynb #1cbc2803
 class Reporter:
     "Progress as text, for runs without a bar (worker processes, logs): `log` gets one line at most every `every_s` seconds, and at the end."
     def __init__(self, log: Callable | None, start: int, end: int, every_s: float = 10.0, unit: str = 'meta-step'):
@@ -175,6 +179,8 @@ class Reporter:
         left = f", {(self.end - done) / rate / 60:.0f} min left" if done < self.end and rate > 0 else ''
         self.log(f"{self.unit} {done}/{self.end}{loss}{held_out} ({rate:.2g} {self.unit}s/s{left})")
 
+
+# %% ../nbs/05_meta.ipynb #85a81979
 @dataclass
 class TrainResult:
     "What `meta_train` returns."
@@ -191,9 +197,9 @@ def held_out_loss(cfg: Config, device, n: int, seed: int, draw_episode: Callable
     return evaluate
 
 def resumable_part(config: dict) -> dict:
-    "A config dict without the fields that may change when a run is resumed: `meta.steps`, how the meta-gradient is computed (`meta.cuda_graph`, `meta.compile`, `meta.fused`) and `device`."
+    "A config dict without the fields that may change when a run is resumed: `meta.steps`, how the lifetimes are computed (the `compute` section) and `device`."
     d = json.loads(json.dumps(config))
-    d['meta'].pop('steps'); d['meta'].pop('cuda_graph', None); d['meta'].pop('compile', None); d['meta'].pop('fused', None); d.pop('device')
+    d['meta'].pop('steps'); d.pop('compute', None); d.pop('device')
     return d
 
 def _config_matches(saved: dict, cfg: Config):
@@ -206,11 +212,14 @@ def _config_matches(saved: dict, cfg: Config):
         raise CheckpointError(f"the checkpoint was made with a different config ({', '.join(diff)}); resume with the same config "
                               f"(only meta.steps may change) or start a new run directory")
 
+# %% ../nbs/05_meta.ipynb #73acf13b
 def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callable | None = None, progress: bool = True,
                stop_after: int | None = None, theta: dict | None = None, draw_episode: Callable = make_episode,
                log: Callable | None = None, log_every_s: float = 10.0) -> TrainResult:
     "Meta-train `cfg`'s learner for `cfg.meta.steps` meta-steps on episodes from `draw_episode(cfg, M, generator, device)`, checkpointing into `run_dir`; `resume` continues from its checkpoint. Without a progress bar, `log` gets a line every `log_every_s` seconds."
     check_config(cfg)
+    rule_of(cfg); passed = []; engine = engine_for(cfg, passed=passed)           # before any work: an unknown rule or engine is an error
+    if passed and log is not None: log(f"compute.engine={cfg.compute.engine} runs as {engine.name}: " + '; '.join(passed))
     device = get_device(cfg.device)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None: remove_orphans(run_dir)                              # what a save killed mid-write left behind
@@ -243,7 +252,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
     t0, end = time.time(), cfg.meta.steps if stop_after is None else min(cfg.meta.steps, stop_after)
     steps = range(start, end)
     rank, n_ranks = world()
-    graphed = None                                                                # meta.cuda_graph: captured at the first step
+    graphed = None                                                                # compute.cuda_graph: captured at the first step
     progress = progress and rank == 0
     evaluate = evaluate if rank == 0 else None
     if progress and len(steps):
@@ -257,7 +266,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
         episode = draw_episode(cfg, cfg.meta.meta_batch * n_ranks, episodes, device)
         if n_ranks > 1: episode = episode.lifetimes(list(range(rank * cfg.meta.meta_batch, (rank + 1) * cfg.meta.meta_batch)))
         # 2-6. lifetimes, meta-loss, backward, check, step
-        if cfg.meta.cuda_graph and graphed is None: graphed = GraphedMetaGradient(theta, cfg, episode)
+        if cfg.compute.cuda_graph and graphed is None: graphed = GraphedMetaGradient(theta, cfg, episode)
         try: loss = meta_step(theta, optimizer, cfg, episode, step, graphed)
         except NonFiniteError as e:
             saved = ckpt_path is not None and ckpt_path.exists()

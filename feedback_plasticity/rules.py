@@ -13,7 +13,8 @@ from .feedback import Layer, feedback_posts, feedback_posts_vjp, target_of
 
 # %% auto #0
 __all__ = ['RULES', 'hebb', 'oja', 'task_loss', 'output_descent_direction', 'gradient_posts', 'gradient_posts_vjp',
-           'plasticity_coefficient', 'eta_parameter', 'Rule', 'plasticity_coefficients', 'weight_change']
+           'plasticity_coefficient', 'eta_parameter', 'stable_oja', 'Rule', 'rule_of', 'plasticity_coefficients',
+           'weight_change']
 
 # %% ../nbs/02_rules.ipynb #48f6c3df
 def hebb(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
@@ -100,6 +101,11 @@ def eta_parameter(eta: float, cfg: Config) -> float:
     return float(torch.atanh(torch.tensor(eta / bound)))
 
 # %% ../nbs/02_rules.ipynb #6cdba252
+def stable_oja(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    "Oja's rule in its stable form (`plasticity.normalize_pre`): the decay scaled by $|\\eta|$, so that it always decays."
+    # ΔW = η ⊙ a~ᵀa - |η| ⊙ diag(Σ_b a~_b²) W
+    return oja(W, pre, post, eta, decay_eta=eta.abs())
+
 @dataclass(frozen=True)
 class Rule:
     "A plasticity rule: the source of its postsynaptic terms and its update $(W, pre, post, \\eta) \\to \\Delta W$."
@@ -107,12 +113,19 @@ class Rule:
     delta: Callable      # (W, pre, post, eta) -> ΔW
     posts_vjp: Callable | None = None  # (theta, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {name: ∂L/∂θ}); None: use autograd
     fast_vjp: Callable | None = None   # for posts that read the fast weights: (W, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {l: ∂L/∂W_l})
+    stable_delta: Callable | None = None   # ΔW under `plasticity.normalize_pre` (None: `delta`)
 
 RULES = {
     'hebb': Rule(feedback_posts, hebb, feedback_posts_vjp),
-    'oja': Rule(feedback_posts, oja, feedback_posts_vjp),
+    'oja': Rule(feedback_posts, oja, feedback_posts_vjp, stable_delta=stable_oja),
     'sgd': Rule(gradient_posts, hebb, fast_vjp=gradient_posts_vjp),   # SGD: Hebbian form of backprop's postsynaptic term (OML's inner loop)
 }
+
+def rule_of(cfg: Config) -> Rule:
+    "`cfg`'s rule, from `RULES` (a name that is not there is a `ConfigError`)."
+    if cfg.plasticity.rule not in RULES:
+        raise ConfigError(f"plasticity.rule={cfg.plasticity.rule!r} is not a rule; choose one of {', '.join(RULES)} (or add one to RULES)")
+    return RULES[cfg.plasticity.rule]
 
 def plasticity_coefficients(theta: dict, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
     "$\\eta_\\ell$ of every plastic layer, from $\\theta$ (computed once per lifetime, not at every step)."
@@ -120,11 +133,10 @@ def plasticity_coefficients(theta: dict, layers: list[Layer], cfg: Config) -> di
 
 def weight_change(cfg: Config, layer: Layer, W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     "$\\Delta W_\\ell$ of plastic `layer` under `cfg`'s rule for plasticity coefficients `eta`, with multiplier and normalisation applied."
-    if cfg.plasticity.rule == 'oja' and cfg.plasticity.normalize_pre:
-        # ΔW = η ⊙ a~ᵀa - |η| ⊙ diag(Σ_b a~_b²) W: the decay always decays
-        delta = oja(W, pre, post, eta, decay_eta=eta.abs())                            # (M, n_out, n_in)
-    else:
-        delta = RULES[cfg.plasticity.rule].delta(W, pre, post, eta)                    # (M, n_out, n_in)
+    rule = rule_of(cfg)
+    # ΔW = the rule's change (with normalised updates, its stable form: Oja's decay scaled by |η|)
+    change = rule.stable_delta if cfg.plasticity.normalize_pre and rule.stable_delta is not None else rule.delta
+    delta = change(W, pre, post, eta)                                                  # (M, n_out, n_in)
     if not layer.output:
         # ΔW_l ← hidden_multiplier · ΔW_l
         delta = cfg.plasticity.hidden_multiplier * delta

@@ -39,3 +39,23 @@ def test_diverging_run_keeps_last_good_checkpoint(tmp_path):
     good = load_checkpoint(tmp_path / 'checkpoint.pt')
     assert good['step'] >= 1
     assert all(torch.isfinite(v).all() for v in good['theta'].values())
+
+def test_committed_runs_of_earlier_versions_still_load():
+    "Every committed run folder loads, those written before the compute section (meta.fused, meta.lifetime_backward, ...) migrated."
+    import json
+    from pathlib import Path
+    from feedback_plasticity.core import config_from_dict
+    from feedback_plasticity.experiments import SineExperiment, ClassificationExperiment
+    from feedback_plasticity.lifetime import engine_for
+    runs = sorted(Path(__file__).parent.parent.glob('results/*/config.json'))
+    assert len(runs) >= 5, runs
+    engines = {}
+    for path in runs:
+        saved = json.loads(path.read_text())
+        kind = SineExperiment if saved['config']['task']['name'] == 'sine' else ClassificationExperiment
+        exp = config_from_dict(saved, kind)
+        engine_for(exp.config)                                               # an engine runs it
+        old = saved['config']['meta']
+        if 'fused' in old: assert exp.config.compute.engine == ('fused' if old['fused'] else 'reversible' if old['lifetime_backward'] == 'reversible' else 'autograd')
+        engines[path.parent.name] = exp.config.compute.engine
+    assert engines['sine-20k'] == 'fused' and engines['omniglot-40k'] == 'autograd', engines
