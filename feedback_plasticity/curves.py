@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint,
                                       CheckpointError, ConfigError, RunDirError)
-from .feedback import init_theta
+from .feedback import init_theta, parse_name
 from .meta import meta_train, NonFiniteError, plot_training
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
                                            evaluate_classes, class_stream_loss, zero_predictor_mse)
@@ -221,7 +221,7 @@ def plasticity_along(run_dir, exp, learner_id: str) -> dict:
     cfg, out = learner_config(exp, learner_id), {}
     for step, path in snapshots(run_dir, learner_id).items():
         theta = load_checkpoint(path)['theta']
-        out[str(step)] = {'eta': {k[3:]: plasticity_coefficient(v, cfg).abs().mean().item() for k, v in theta.items() if k.startswith('eta')},
+        out[str(step)] = {'eta': {str(l): plasticity_coefficient(v, cfg).abs().mean().item() for k, v in theta.items() for kind, l in [parse_name(k)] if kind == 'eta'},
                           's': {k[1:]: v.item() for k, v in theta.items() if k.startswith('s')}}
     return out
 

@@ -8,7 +8,7 @@ import base64, io
 from dataclasses import dataclass
 import torch
 from .core import Config, preset, override
-from .feedback import build_layers, init_theta, represent, plastic_forward
+from .feedback import build_layers, init_theta, represent, plastic_forward, parse_name
 from .lifetime import Episode, lifetime
 from .rules import task_loss
 from .tasks import make_episode
@@ -35,7 +35,7 @@ def explorer_theta(cfg: Config, strength: float, eta: float, seed: int = 0) -> d
     keys = init_theta(cfg, torch.Generator()).keys()                                 # what `cfg`'s rule uses
     theta = {k: v.detach() for k, v in drawn.items() if k in keys}
     theta = with_plasticity(Learner('explorer', cfg, theta), eta).theta
-    return {k: (torch.full_like(v, strength) if k.rstrip('0123456789') == 's' else v) for k, v in theta.items()}
+    return {k: (torch.full_like(v, strength) if parse_name(k)[0] == 's' else v) for k, v in theta.items()}
 
 # %% ../nbs/11_explorer.ipynb #5c851e00
 @dataclass

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from .core import Config, NetConfig, get_dtype, ConfigError
 
 # %% auto #0
-__all__ = ['Layer', 'build_layers', 'uses_feedback', 'has_feedback', 'eta_shape', 'init_theta', 'count_params', 'frozen_forward',
-           'represent', 'initial_fast', 'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal',
-           'feedback_posts', 'feedback_posts_vjp', 'teaching_signal_vjp']
+__all__ = ['KINDS', 'Layer', 'build_layers', 'uses_feedback', 'has_feedback', 'eta_shape', 'init_theta', 'parse_name',
+           'count_params', 'frozen_forward', 'represent', 'initial_fast', 'plastic_forward', 'target_of',
+           'teaching_signal', 'feedback_signal', 'feedback_posts', 'feedback_posts_vjp', 'teaching_signal_vjp']
 
 # %% ../nbs/01_feedback.ipynb #1f9c68b7
 @dataclass(frozen=True)
@@ -110,9 +110,17 @@ def init_theta(cfg: Config, generator: torch.Generator | None = None, device=Non
             add(f's{l}', torch.tensor(cfg.feedback.strength_init, dtype=dtype), cfg.feedback.strength_learned)
     return theta
 
-def count_params(theta: dict, prefix: str = '') -> int:
-    "Number of scalars in the meta-parameters whose name starts with `prefix` (e.g. 'B' for feedback)."
-    return sum(v.numel() for k, v in theta.items() if k.rstrip('0123456789') == prefix or (not prefix))
+KINDS = ('W', 'b', 'eta', 'B', 'c', 's')    # the meta-parameters of layer l: W_l(0), b_l, η_l, B_l, c_l, s_l, named e.g. 'eta7'
+
+def parse_name(name: str) -> tuple[str, int]:
+    "The kind (one of `KINDS`) and layer of the meta-parameter `name`: `parse_name('eta7') == ('eta', 7)`; the one place a name is read."
+    kind = name.rstrip('0123456789')
+    if kind not in KINDS or kind == name: raise ValueError(f"{name!r} is not a meta-parameter name (a kind of {KINDS} and a layer index, e.g. 'eta7')")
+    return kind, int(name[len(kind):])
+
+def count_params(theta: dict, kind: str = '') -> int:
+    "Number of scalars in the meta-parameters of `kind` (e.g. 'B' for feedback; '' for all)."
+    return sum(v.numel() for k, v in theta.items() if not kind or parse_name(k)[0] == kind)
 
 # %% ../nbs/01_feedback.ipynb #779262af
 def frozen_forward(theta: dict, a: torch.Tensor, frozen: list[Layer]) -> torch.Tensor:

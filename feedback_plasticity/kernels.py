@@ -16,7 +16,8 @@ from .feedback import Layer
 __all__ = ['KERNEL_FILE', 'KERNEL_SOURCE', 'FLAGS', 'WARNINGS', 'KERNEL_ARGUMENTS', 'CppSource', 'cpp_definition', 'show_source',
            'KernelBuildError', 'kernel_cache', 'find_compiler', 'without_compiler', 'build_kernels', 'load_library',
            'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post', 'fused_feedback_post_vjp_',
-           'step_buffer', 'release_step_buffers', 'teaching_scale', 'fused_forward_steps', 'fused_backward']
+           'step_buffer', 'StepViews', 'release_step_buffers', 'teaching_scale', 'fused_forward_steps',
+           'fused_backward']
 
 # %% ../nbs/03b_kernels.ipynb #1f6be80b
 KERNEL_FILE = files('feedback_plasticity') / 'csrc' / 'plastic_layer.cpp'   # the kernels' C++, package data
@@ -228,6 +229,12 @@ def step_buffer(shape: tuple, dtype) -> torch.Tensor:
     free = _FREE_BUFFERS.get((tuple(shape), dtype))
     return free.pop() if free else torch.empty(shape, dtype=dtype)
 
+class StepViews:
+    "Step τ's views `{l: (M, b, n)}` of per-layer buffers `{l: (T, M, b, n)}`, made when asked (`views[τ]`): views of all $T$ steps up front cost 15% of a lifetime of the CPU-sized sine net."
+    def __init__(self, buffers: dict): self.buffers = buffers
+    def __getitem__(self, tau: int) -> dict: return {l: b[tau] for l, b in self.buffers.items()}
+    def __len__(self) -> int: return next(iter(self.buffers.values())).shape[0]
+
 def release_step_buffers(*steps: list) -> None:
     "Give back the buffers behind the per-step views `steps` (lists of `{l: view}`, as `fused_forward_steps` returns) once no walk reads them."
     buffers = {id(b): b for seq in steps if seq for b in (v._base for v in seq[0].values()) if b is not None}
@@ -308,10 +315,9 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
         for tau in range(T):
             steps(tau, tau + 1)
             observe(start + tau, {f'W{l}': w.clone() for l, w in W.items()})
-    # each step's views of the buffers (unbind: one call per layer, not one indexing per step)
-    acts_seq = [dict(zip(acts, step_acts)) for step_acts in zip(*(a.unbind(0) for a in acts.values()))] if keep else None
+    # each step's views of the buffers, made when the walk asks for them (the kernels only read step 0's)
     if output_feedback: posts = {**posts, 't': t_all}
-    posts_seq = [dict(zip(posts, step_posts)) for step_posts in zip(*(p.unbind(0) for p in posts.values()))] if keep else None
+    acts_seq, posts_seq = (StepViews(acts), StepViews(posts)) if keep else (None, None)
     return W, boundaries, acts_seq, posts_seq, largest.amax(1) if oja else None
 
 # %% ../nbs/03b_kernels.ipynb #d273937d

@@ -12,7 +12,7 @@ import torch
 from .core import (Config, config_to_dict, config_from_dict, get_device, save_checkpoint, load_checkpoint,
                                       rng_state, set_rng_state, CheckpointError, FLPError, ConfigError, check_config, load_latest_checkpoint,
                                       remove_orphans)
-from .feedback import init_theta
+from .feedback import init_theta, parse_name
 from .lifetime import Episode, lifetime, engine_for
 from .rules import rule_of
 from .tasks import make_episode
@@ -27,10 +27,8 @@ PARAM_GROUPS = {'weights': ('W', 'b'), 'feedback': ('B', 'c'), 'plasticity': ('e
 
 def group_of(name: str) -> str:
     "The parameter group of meta-parameter `name` (e.g. 'eta3' → 'plasticity')."
-    kind = name.rstrip('0123456789')
-    for group, kinds in PARAM_GROUPS.items():
-        if kind in kinds: return group
-    raise ValueError(f"meta-parameter {name!r} belongs to no group of {list(PARAM_GROUPS)}")
+    kind = parse_name(name)[0]
+    return next(group for group, kinds in PARAM_GROUPS.items() if kind in kinds)   # every kind has a group
 
 def make_optimizer(theta: dict, cfg: Config) -> torch.optim.Adam:
     "One Adam over the learned meta-parameters, one parameter group each with its learning rate from `cfg.meta`."

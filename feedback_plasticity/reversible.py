@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 import torch
 from .core import Config
-from .feedback import Layer, initial_fast, plastic_forward
+from .feedback import Layer, initial_fast, plastic_forward, parse_name
 from .rules import rule_of, plasticity_coefficients
 from .kernels import fused_forward_steps, fused_backward, release_step_buffers
 
@@ -210,7 +210,7 @@ def walk_back(ctx, grad_finals: tuple) -> tuple:
     sums = {'eta': {l: torch.zeros_like(k_eta[l] if fused else theta[f'eta{l}']) for l in W if needs[f'eta{l}']},
             'b': {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']},
             # the learned meta-parameters of the postsynaptic terms (B, c, s)
-            'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and k.rstrip('0123456789') in ('B', 'c', 's')}}
+            'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and parse_name(k)[0] in ('B', 'c', 's')}}
     # on the kernels, spans of undone steps (set up for this walk)
     span = fused_backward(theta, layers, cfg, k_eta) if fused else None
     need_h = ctx.needs_input_grad[1]
@@ -296,7 +296,7 @@ def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, l
 
 def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor]:
     "`initial_fast`, keyed by layer index."
-    return {int(k[1:]): w for k, w in initial_fast(theta, layers, M).items()}
+    return {parse_name(k)[1]: w for k, w in initial_fast(theta, layers, M).items()}
 
 def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                      every: int = 50, safe: float = 0.05, fused: bool = False) -> dict:
@@ -304,7 +304,7 @@ def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list
     plastic, theta = [layer for layer in layers if layer.plastic], with_coefficients(theta, layers, cfg)
     indices = {layer.index for layer in plastic}
     # the meta-parameters of the plastic layers: W(0), b, η (its coefficient), and B, c, s of the feedback pathways
-    used = [k for k in theta if k.rstrip('0123456789') in ('W', 'b', 'eta', 'B', 'c', 's') and int(k.lstrip('WbetaBcs')) in indices]
+    used = [k for k in theta if parse_name(k)[1] in indices]
     walk = _Walk(cfg, tuple(layers), tuple(used), every, safe, fused)
     finals = ReversibleSteps.apply(walk, h, y, *(theta[k] for k in used))
     return {f'W{layer.index}': w for layer, w in zip(plastic, finals)}
