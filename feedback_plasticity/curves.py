@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_curves.ipynb #858ec51a
 from __future__ import annotations
-import json, math, os, time
+import json, math, os, re, time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -269,14 +269,16 @@ def curve_tables(results: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 def plot_curve(results: dict, title: str):
-    "The learning curves: one panel per protocol column, meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dashed."
+    "The learning curves: one panel per protocol column (at most three in a row), meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dashed."
     import matplotlib.pyplot as plt
     rows = _rows(results)
     columns = _columns(rows)
-    fig, axes = plt.subplots(1, len(columns), figsize=(5.2 * len(columns), 4.4), squeeze=False, sharey=results['kind'] == 'sine')
+    ncols = min(3, len(columns)); nrows = math.ceil(len(columns) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False, sharey=results['kind'] == 'sine')
+    panels, spare = list(axes.flat)[:len(columns)], list(axes.flat)[len(columns):]
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in rows))}   # a learner and its plasticity-off variant share one
-    for ax, column in zip(axes[0], columns):
+    for ax, column in zip(panels, columns):
         for learner_id, name, by_step in rows:
             steps = sorted(s for s in by_step if column in by_step[s])
             if not steps: continue
@@ -290,18 +292,25 @@ def plot_curve(results: dict, title: str):
             ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
             ax.set_yscale('log'); ax.set_ylabel('query MSE after the stream')
         else:
+            if (ways := re.match(r'(\d+)[- ](?:way|classes)', column)):
+                ax.axhline(1 / int(ways.group(1)), color='0.35', linestyle=':', linewidth=1.5, label='chance')
             ax.set_ylim(0, 1); ax.set_ylabel('test accuracy')
         ax.set_xscale('symlog', linthresh=100, linscale=0.4)
         ticks = [s for s in results['milestones']]
         ax.set_xticks(ticks, [f'{s // 1000}k' if s >= 1000 else str(s) for s in ticks])
         ax.set_xlim(0, max(results['milestones']) * 1.15)
         ax.set_xlabel('meta-steps'); ax.set_title(column); ax.grid(alpha=0.3, which='major')
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc='lower center', ncol=min(3, len(labels)), fontsize=8.5, frameon=False)
+    handles, labels = panels[0].get_legend_handles_labels()
     fig.suptitle(title, fontsize=11)
+    for ax in spare: ax.axis('off')
+    if spare:                                                                    # the legend in the empty panel
+        spare[0].legend(handles, labels, loc='center', fontsize=9.5, frameon=False)
+        fig.tight_layout()
+        return fig
+    fig.legend(handles, labels, loc='lower center', ncol=min(3, len(labels)), fontsize=8.5, frameon=False)
     legend_rows = math.ceil(len(labels) / 3)
-    fig.set_figheight(4.4 + 0.22 * legend_rows)
-    fig.tight_layout(rect=(0, 0.045 * legend_rows + 0.02, 1, 1))
+    fig.set_figheight(4.4 * nrows + 0.22 * legend_rows)
+    fig.tight_layout(rect=(0, (0.045 * legend_rows + 0.02) / nrows, 1, 1))
     return fig
 
 def plot_per_task(results: dict, title: str):
