@@ -296,8 +296,11 @@ def plot_curve(results: dict, title: str):
                 ax.axhline(1 / int(ways.group(1)), color='0.35', linestyle=':', linewidth=1.5, label='chance')
             ax.set_ylim(0, 1); ax.set_ylabel('test accuracy')
         ax.set_xscale('symlog', linthresh=100, linscale=0.4)
-        ticks = [s for s in results['milestones']]
-        ax.set_xticks(ticks, [f'{s // 1000}k' if s >= 1000 else str(s) for s in ticks])
+        ticks, labels, shown = results['milestones'], [], None
+        for s in ticks:                                                          # a label where it has room on the log axis
+            room = shown is None or shown == 0 or s / shown >= 1.9
+            labels.append((f'{s // 1000}k' if s >= 1000 else str(s)) if room else ''); shown = s if room else shown
+        ax.set_xticks(ticks, labels)
         ax.set_xlim(0, max(results['milestones']) * 1.15)
         ax.set_xlabel('meta-steps'); ax.set_title(column); ax.grid(alpha=0.3, which='major')
     handles, labels = panels[0].get_legend_handles_labels()
