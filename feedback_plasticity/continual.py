@@ -73,7 +73,7 @@ def evaluate_stream(learner: Learner, n_runs: int = 50, order: str = 'continual'
     cfg, theta = learner.cfg, learner.theta
     device, layers = next(iter(theta.values())).device, build_layers(cfg.net)
     K, S = cfg.task.n_tasks, cfg.task.steps_per_task
-    generator, rows = torch.Generator(device).manual_seed(seed), []
+    generator, rows, steps = torch.Generator(device).manual_seed(seed), [], engine_for(cfg, graph=False).run
     with torch.no_grad():
         for start in range(0, n_runs, batch):
             M = min(batch, n_runs - start)
@@ -81,7 +81,7 @@ def evaluate_stream(learner: Learner, n_runs: int = 50, order: str = 'continual'
             h, h_query = represent(theta, episode.x, layers), represent(theta, episode.x_query, layers)
             after, fast = [], initial_fast(theta, layers, M)
             for k in range(K):                                                           # the stream, one function's steps at a time
-                fast = engine_for(cfg, graph=False).run(theta, fast, h[:, k * S:(k + 1) * S], episode.y[:, k * S:(k + 1) * S], layers, cfg, start=k * S)
+                fast = steps(theta, fast, h[:, k * S:(k + 1) * S], episode.y[:, k * S:(k + 1) * S], layers, cfg, start=k * S)
                 after.append(task_losses(theta, fast, h_query, episode.y_query, layers, cfg, K))   # (M, K)
             rows.append(torch.stack(after, 1))                                           # (M, K, K)
     return StreamEvaluation(learner.name, order, torch.cat(rows).cpu())

@@ -269,7 +269,7 @@ def curve_tables(results: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 def plot_curve(results: dict, title: str):
-    "The learning curves: one panel per protocol column (at most three in a row), meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dashed."
+    "The learning curves: one panel per protocol column (at most three in a row), meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dotted."
     import matplotlib.pyplot as plt
     rows = _rows(results)
     columns = _columns(rows)

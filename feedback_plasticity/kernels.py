@@ -15,9 +15,9 @@ from .feedback import Layer
 # %% auto #0
 __all__ = ['KERNEL_FILE', 'KERNEL_SOURCE', 'FLAGS', 'WARNINGS', 'KERNEL_ARGUMENTS', 'CppSource', 'cpp_definition', 'show_source',
            'KernelBuildError', 'kernel_cache', 'find_compiler', 'without_compiler', 'build_kernels', 'load_library',
-           'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post', 'fused_feedback_post_vjp_',
-           'step_buffer', 'StepViews', 'release_step_buffers', 'teaching_scale', 'fused_forward_steps',
-           'fused_backward']
+           'kernels_loaded', 'kernels', 'fused_affine', 'fused_step_', 'fused_walk_', 'fused_feedback_post',
+           'fused_feedback_post_vjp_', 'step_buffer', 'StepViews', 'release_step_buffers', 'teaching_scale',
+           'fused_forward_steps', 'fused_backward']
 
 # %% ../nbs/03b_kernels.ipynb #1f6be80b
 KERNEL_FILE = files('feedback_plasticity') / 'csrc' / 'plastic_layer.cpp'   # the kernels' C++, package data
@@ -78,7 +78,7 @@ def find_compiler() -> str:
                            "install one (Debian/Ubuntu: apt install g++; macOS: xcode-select --install) or choose another engine, e.g. compute.engine=reversible")
 
 def without_compiler() -> str | None:
-    "Why the kernels cannot be built here (no C++ compiler), or None: the `fused` engine's first question."
+    "Why the kernels cannot be built here (no C++ compiler), or None: the `fused` engine's first question, until the kernels are loaded (`kernels_loaded`)."
     try: find_compiler(); return None
     except KernelBuildError: return 'no C++ compiler was found (tried $CXX, g++, clang++, c++)'
 
@@ -122,6 +122,10 @@ def load_library(path: Path) -> ctypes.CDLL:
             function = getattr(lib, f'flp_{name}_{suffix}')
             function.restype, function.argtypes = None, [{'l': ctypes.c_long, 'p': ctypes.c_void_p, 'i': ctypes.c_int, 'd': ctypes.c_double}[c] for c in types]
     return lib
+
+def kernels_loaded() -> bool:
+    "Whether this process has loaded the kernels (then no compiler is needed any more)."
+    return 'lib' in _LIBRARY
 
 def kernels() -> ctypes.CDLL:
     "The compiled kernels, built on first use and loaded once per process (`_LIBRARY['lib']` may be replaced, e.g. to compare two sources)."

@@ -14,7 +14,7 @@ from .core import Config, ConfigError
 from .feedback import Layer, build_layers, represent, initial_fast, plastic_forward, feedback_posts
 from .rules import rule_of, hebb, oja, weight_change, task_loss, plasticity_coefficients
 from .reversible import reversible_steps, fused_run_steps
-from .kernels import without_compiler
+from .kernels import without_compiler, kernels_loaded
 
 # %% auto #0
 __all__ = ['ENGINES', 'Episode', 'LifetimeResult', 'inner_step', 'run_steps', 'autograd_steps', 'checkpointed_steps',
@@ -114,7 +114,7 @@ def reversible_why_not(cfg: Config, graph: bool) -> str | None:
 
 def fused_why_not(cfg: Config, graph: bool) -> str | None:
     "Why the kernels cannot run `cfg`: no compiler, or a rule or update they do not compute; then the reversible walk's reasons."
-    if (missing := without_compiler()) is not None: return missing
+    if not kernels_loaded() and (missing := without_compiler()) is not None: return missing   # PATH lookups: once, not per lifetime
     rule = rule_of(cfg)
     if rule.posts is not feedback_posts: return "the kernels compute the feedback rules' postsynaptic terms, not SGD's"
     if rule.delta not in (hebb, oja): return f"the kernels compute Hebb's and Oja's steps, not plasticity.rule={cfg.plasticity.rule}'s"
