@@ -150,7 +150,8 @@ def evaluate_command(args, parser, argv: list[str]) -> int:
     from feedback_plasticity.curves import evaluate_curve
     try: evaluate_curve(args.run_dir)
     except FileNotFoundError as e: parser.exit(2, f"{parser.prog}: error: {e}\n")
-    print(f"tables: {args.run_dir / 'curve.md'}, figures: {args.run_dir / 'curve.png'}, {args.run_dir / 'per_task.png'}")
+    figures = [str(args.run_dir / name) for name in ('curve.png', 'training.png', 'per_task.png') if (args.run_dir / name).exists()]
+    print(f"tables: {args.run_dir / 'curve.md'}, figures: {', '.join(figures)}")
     return 0
 
 def analyze_command(args, parser, argv: list[str]) -> int:
@@ -188,7 +189,8 @@ def run_command(args, parser: argparse.ArgumentParser, argv: list[str]) -> int:
     print(f"run directory: {run_dir}")
     results = spec['run'](exp, run_dir, resume=args.resume, progress=not args.no_progress, command='flp ' + shlex.join(argv),
                           label=f"{args.preset} preset" + (' (with overrides)' if args.overrides else ''))
-    print(f"results: {run_dir / 'results.json'}, plots: {run_dir / spec['plot']}, training curves: {run_dir / 'training.png'}")
+    training = run_dir / 'training.png'
+    print(f"results: {run_dir / 'results.json'}, plots: {run_dir / spec['plot']}" + (f", training curves: {training}" if training.exists() else ''))
     return report_diverged(results.get('diverged', {}))
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,12 +12,12 @@ import torch
 from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint,
                                       CheckpointError, ConfigError, RunDirError)
 from .feedback import init_theta, parse_name
-from .meta import meta_train, NonFiniteError, plot_training
+from .meta import meta_train, NonFiniteError
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
                                            evaluate_classes, class_stream_loss, zero_predictor_mse)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
                                              learner_config, training_episodes, search_and_record, open_run_dir, for_each_learner,
-                                             LEARNER_NAMES, training_histories, save_figure)
+                                             LEARNER_NAMES, save_training_figure)
 from .tasks import task_classes
 
 # %% auto #0
@@ -347,7 +347,7 @@ def write_curve_report(run_dir, exp, results: dict) -> None:
     what = 'sine, 10 functions' if results['kind'] == 'sine' else f"{cfg.task.name}, {cfg.task.image_size}x{cfg.task.image_size}"
     title = f"{what}; dense widths {net}; M = {cfg.meta.meta_batch}; mean ± 95% CI over {results['eval_runs']} runs ({run_dir.name})"
     fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
-    save_figure(plot_training(training_histories(run_dir, list(results['cells'])), f"meta-training: {title}"), run_dir / 'training.png')
+    save_training_figure(run_dir, list(results['cells']), title)
     if results['kind'] == 'sine':
         fig = plot_per_task(results, f"What is forgotten after a continual stream of 10 functions\n{title}")
         fig.savefig(run_dir / 'per_task.png', dpi=120, bbox_inches='tight'); plt.close(fig)

@@ -23,9 +23,9 @@ from .tasks import task_classes, make_episode, make_oml_episode
 __all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS',
            'SineExperiment', 'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes',
            'search_and_record', 'make_learner', 'train_learner', 'run_sine', 'open_run_dir', 'check_experiment',
-           'provenance', 'diverged_learners', 'training_histories', 'save_figure', 'for_each_learner',
-           'ablation_preset', 'ClassificationExperiment', 'classification_preset', 'omniglot_preset',
-           'miniimagenet_preset', 'run_classification']
+           'provenance', 'diverged_learners', 'training_histories', 'save_training_figure', 'save_figure',
+           'for_each_learner', 'ablation_preset', 'ClassificationExperiment', 'classification_preset',
+           'omniglot_preset', 'miniimagenet_preset', 'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
 SINE_LEARNERS = {
@@ -198,7 +198,7 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
         (run_dir / 'lr_search.json').write_text(strict_json(searches, indent=1))
         title = f"sine, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
         save_figure(plot_results(evaluations, reference=zero, title=title), run_dir / 'sine_results.png')
-        save_figure(plot_training(training_histories(run_dir, exp.learners), f"meta-training: {title}"), run_dir / 'training.png')
+        save_training_figure(run_dir, exp.learners, title)
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
     return results
 
@@ -285,6 +285,14 @@ def training_histories(run_dir, learner_ids) -> dict[str, list[dict]]:
         lines = path.read_text().splitlines() if path.exists() else []
         if any(l.strip() for l in lines): out[LEARNER_NAMES.get(i, i)] = [json.loads(l) for l in lines if l.strip()]
     return out
+
+def save_training_figure(run_dir, learner_ids, title: str) -> Path | None:
+    "`training.png` in `run_dir`: the training curves of the learners that kept a history (`plot_training`); none is written (and an older one is removed) when none did, e.g. with `meta.eval_every=0`."
+    path, histories = Path(run_dir) / 'training.png', training_histories(run_dir, learner_ids)
+    if not histories:
+        path.unlink(missing_ok=True)
+        return None
+    return save_figure(plot_training(histories, f"meta-training: {title}"), path)
 
 def save_figure(fig, path) -> Path:
     "Write `fig` to `path` and close it."
@@ -434,6 +442,6 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
         (run_dir / 'results.md').write_text(tables + '\n')
         title = f"{task.name}, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
         save_figure(plot_class_results(oml_protocol, exp.stream_pool, title=title), run_dir / f'{task.name}_results.png')
-        save_figure(plot_training(training_histories(run_dir, exp.learners), f"meta-training: {title}"), run_dir / 'training.png')
+        save_training_figure(run_dir, exp.learners, title)
     log('\n' + tables + f"\n\n(mean ± 95% CI over {exp.eval_runs} runs; chance is 1/N; {time.time() - t0:.0f} s)")
     return results
