@@ -156,6 +156,7 @@ def forgetting_curve(trace: UpdateTrace, task: int = 0) -> torch.Tensor:
     _, after = task_bounds(trace.task)
     return trace.loss[:, torch.cat([torch.tensor([0]), after]), task]
 
+# %% ../nbs/07a_analysis.ipynb #5484db1a
 MEASURES = ('cosine within task', 'cosine across tasks', 'alignment with gradient', 'harm', 'gain', 'harm (first order)',
             'gain (first order)', 'participation ratio', 'sparsity (Hoyer)')
 
@@ -277,6 +278,7 @@ def _symlog_if_wide(ax, drawn: list[float]) -> None:
     ax.set_ylim(min(low * 3, -threshold) if low < 0 else 0, max(high * 3, threshold) if high > 0 else 0)
     ax.set_ylabel(ax.get_ylabel() + f'\n(symmetric log scale, linear within ±{threshold:g})')
 
+# %% ../nbs/07a_analysis.ipynb #62d228b7
 def plot_analysis(analysis: UpdateAnalysis, metric: str = 'loss', title: str | None = None):
     "Six panels: (a) similarity of updates, (b) harm and gain per step, (c) harm per gain to first order, (d) participation ratio, (e) sparsity, (f) forgetting of task 1 where learned."
     import matplotlib.pyplot as plt
@@ -341,6 +343,7 @@ def run_learners(run_dir) -> tuple[SineExperiment | ClassificationExperiment, di
             learners[learner_id] = Learner(LEARNER_NAMES[learner_id], learner_config(exp, learner_id), load_checkpoint(path)['theta'])
     return exp, learners
 
+# %% ../nbs/07a_analysis.ipynb #e562c6b3
 def analyze_run(run_dir, n_runs: int = 20, batch: int = 10, log=print, command: str | None = None) -> UpdateAnalysis:
     "Analyse FLP, the same network learning by gradient descent, and OML from a finished run; write `analysis/` into the run directory."
     run_dir = Path(run_dir)

@@ -31,6 +31,7 @@ def parse_overrides(pairs: list[str], exp):
         changes[name] = value.strip()
     return override(exp, **changes)
 
+# %% ../nbs/08_cli.ipynb #3cc84de4
 # each subcommand: its experiment presets, its runner, its plot, and what it does
 COMMANDS = {
     'sine': dict(preset=sine_preset, run=run_sine, presets=['tiny', 'quick', 'long', 'paper'], plot='sine_results.png',
@@ -55,6 +56,7 @@ COMMANDS = {
                                      "classes with both protocols. --data names a folder with images/*.jpg and train.csv, val.csv, test.csv."),
 }
 
+# %% ../nbs/08_cli.ipynb #09ea2d27
 def add_run_options(command: argparse.ArgumentParser, default_dir: str, resume_help: str) -> None:
     "The options of every command that trains: where the run goes, resuming it, the device, and listing the fields."
     command.add_argument('--run-dir', type=Path, default=None, help=f'where to write the run (default: {default_dir})')
@@ -90,6 +92,7 @@ def new_run_dir(args, parser: argparse.ArgumentParser, name: str) -> Path:
         try: path.mkdir(parents=True); return path                        # exists already: another run's, try the next name
         except FileExistsError: continue
 
+# %% ../nbs/08_cli.ipynb #46c8489b
 def make_parser() -> argparse.ArgumentParser:
     "The `flp` argument parser: one subcommand per experiment, the same options for each."
     parser = argparse.ArgumentParser(prog='flp', description='Learning to learn with feedback and local plasticity (FLP).')
@@ -132,6 +135,7 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.add_argument('run_dir', type=Path, metavar='RUN_DIR', help='a run directory of flp curve')
     return parser
 
+# %% ../nbs/08_cli.ipynb #bfceed10
 def curve_command(args, parser, argv: list[str]) -> int:
     "`flp curve KIND`: `train_curve` on `curve_preset(KIND, --preset)` with the overrides; exit code 3 if a learner diverged."
     from feedback_plasticity.curves import curve_preset, train_curve
@@ -163,6 +167,7 @@ def analyze_command(args, parser, argv: list[str]) -> int:
     print(f"analysis: {args.run_dir / 'analysis' / 'analysis.md'}, figure: {args.run_dir / 'analysis' / 'updates.png'}")
     return 0
 
+# %% ../nbs/08_cli.ipynb #569aafdc
 def start_distributed(device: str | None) -> None:
     "Under `torchrun` (WORLD_SIZE > 1): join the process group, gloo on CPUs, NCCL on GPUs (each rank on its local GPU)."
     import os, torch, torch.distributed as dist
@@ -206,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     try: return run_command(args, command, argv)
     except FLPError as e:                                                   # bad input, files or data: one line
         command.exit(2, f"{command.prog}: error: {e}\n")
-
 
 # %% ../nbs/08_cli.ipynb #ce98c748
 #| eval: false

@@ -177,6 +177,7 @@ def results_dict(evaluations: list[StreamEvaluation], reference: float | None = 
         out.setdefault(e.learner, {})[e.order] = finite_or_none(cell)
     return out
 
+# %% ../nbs/06_continual.ipynb #3674e8a5
 def _limits(values, log: bool) -> tuple[float, float] | None:
     "Axis limits that show every finite value of `values` (every positive one on a log scale) with a margin; None if there is none."
     shown = [v for v in values if math.isfinite(v) and (v > 0 or not log)]
@@ -223,6 +224,7 @@ def _shared_legend(fig, handles: list) -> None:
     columns = max(1, min(3, len(handles), int(fig.get_figwidth() * 11 / longest)))
     fig.legend(handles=handles, loc='outside lower center', ncol=columns, fontsize=9, frameon=False)
 
+# %% ../nbs/06_continual.ipynb #6847d792
 def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE', log: bool = True, title: str | None = None,
                  reference: float | None = None, reference_label: str = 'zero predictor (predicts 0)'):
     "Three panels: (a) final loss per learner and order; (b) per-task loss after a continual stream; (c) the continual curve; 95% CIs, `reference` dashed, diverged learners set apart."
@@ -308,6 +310,7 @@ def frozen_features(theta: dict, x: torch.Tensor, layers: list, chunk_bytes: int
     "`represent` without a graph (it already runs in chunks of bounded memory, so long streams fit): `(..., *in_shape)` -> `(..., n)`."
     with torch.no_grad(): return represent(theta, x, layers, chunk_bytes)
 
+# %% ../nbs/06_continual.ipynb #0473d9fd
 def evaluate_classes(learner: Learner, classes, n_way: int, k_shot: int = 15, order: str = 'continual', n_runs: int = 50,
                      seed: int = 12345, stream_pool: int = 15, test_per_class: int = 5, max_images: int = 20000) -> ClassEvaluation:
     "Accuracy of `learner` after one pass over `n_way` classes of `classes` (`k_shot` images each, from the first `stream_pool`), tested on the last `test_per_class`."
@@ -371,6 +374,7 @@ def class_results_dict(evaluations: list[ClassEvaluation]) -> list[dict]:
         records.append(finite_or_none(record))
     return records
 
+# %% ../nbs/06_continual.ipynb #1a5f6e15
 def plot_class_results(evaluations: list[ClassEvaluation], k_shot: int = 15, title: str | None = None):
     "Test accuracy against the number of classes (one panel per order), for the `k_shot` protocol, with 95% CIs, chance (1/N) dashed, diverged learners left out and named."
     import matplotlib.pyplot as plt

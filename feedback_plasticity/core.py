@@ -41,6 +41,7 @@ class NetConfig:
     zero_output: bool = False              # start the output layer's weights $W_L$ at 0 (an empty associative readout) instead of random
     output_gain: float = 1.0               # the output layer's initial weights have std $\sqrt{\text{gain}/\text{fan\_in}}$: 1 (LeCun), or 2 (the authors: He, like every hidden layer)
 
+# %% ../nbs/00_core.ipynb #71dcc0c4
 @dataclass
 class FeedbackConfig:
     "The feedback pathways into plastic hidden layers: $f_\\ell = \\phi_B(B_\\ell t + c_\\ell)$, $\\tilde a_\\ell = s_\\ell f_\\ell + (1-s_\\ell) a_\\ell$."
@@ -72,6 +73,7 @@ class SignalConfig:
     meta_grad: bool = True        # let meta-gradients flow through $t$ (else $t$ is detached)
     batch_mean: bool = False      # classification error signal divided by the minibatch size $b$ (the mean cross-entropy's gradient, as the authors have it); only matters if $b > 1$
 
+# %% ../nbs/00_core.ipynb #bd67e5f5
 @dataclass
 class TaskConfig:
     "An episode: `n_tasks` tasks (functions or classes), each seen as `steps_per_task` minibatches."
@@ -102,6 +104,7 @@ class MetaConfig:
     eval_every: int = 100         # evaluate on held-out episodes every this many meta-steps (0: never)
     eval_lifetimes: int = 16      # lifetimes in that periodic evaluation
 
+# %% ../nbs/00_core.ipynb #f78e7269
 @dataclass
 class ComputeConfig:
     "How the lifetimes are computed: the same numbers whichever is chosen, so not part of a run's identity (a run resumes under any of them)."
@@ -241,6 +244,7 @@ def _parse_value(text, typ, name):
         except (TypeError, ValueError): raise ConfigError(f"{name}={text!r} is not a valid {typ.__name__}") from None
     raise TypeError(f"field {name} has unsupported type {typ}")
 
+# %% ../nbs/00_core.ipynb #76516e34
 # fields of earlier versions that moved, and where they live now: how the meta-gradient is computed became the compute section
 MOVED = {'meta.lifetime_backward': 'compute.engine (autograd, checkpointed, reversible or fused)',
          'meta.lifetime_chunk': 'compute.chunk (with compute.engine=checkpointed)',
@@ -257,6 +261,7 @@ def migrate(d: dict) -> dict:
     engine = 'fused' if old.get('fused') else 'reversible' if backward == 'reversible' else 'checkpointed' if chunk else 'autograd'
     return {**d, 'meta': meta, 'compute': {'engine': engine, 'chunk': chunk, 'cuda_graph': old.get('cuda_graph', False), **d.get('compute', {})}}
 
+# %% ../nbs/00_core.ipynb #82468bcf
 def override(cfg, **changes):
     "A copy of the (nested dataclass) config `cfg` with dotted fields changed, e.g. `override(cfg, **{'plasticity.rule': 'hebb'})`; values are type-checked."
     cfg = config_from_dict(config_to_dict(cfg), type(cfg))
@@ -293,6 +298,7 @@ def config_from_dict(d: dict, cls=Config):
         kwargs[k] = config_from_dict(v, typ) if is_dataclass(typ) else _parse_value(v, typ, k)
     return check_config(cls(**kwargs))
 
+# %% ../nbs/00_core.ipynb #2ae5cf75
 def finite_or_none(value):
     "`value` (a number, or dicts and lists of them) with every non-finite float replaced by None: what strict JSON can hold."
     if isinstance(value, float): return value if math.isfinite(value) else None
@@ -304,6 +310,7 @@ def strict_json(obj, **kwargs) -> str:
     "`json.dumps(obj)` as strict JSON: a NaN or an infinity (a diverged number) becomes `null`, which every JSON reader accepts."
     return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
 
+# %% ../nbs/00_core.ipynb #b63446ce
 def field_comments(cls) -> dict[str, str]:
     "The comment after each field in the source of the dataclass `cls` (its one-line description), in plain text: `{'steps': 'meta-steps', ...}`."
     import inspect, re
@@ -391,6 +398,7 @@ def save_checkpoint(path, state: dict, keep_previous: bool = False) -> Path:
         finally: os.close(dfd)
     return path
 
+# %% ../nbs/00_core.ipynb #69a8fcf0
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint written by `save_checkpoint`, safely (`weights_only=True`)."
     path = Path(path)
@@ -420,6 +428,7 @@ def remove_orphans(folder) -> list[Path]:
     for p in orphans: p.unlink()
     return orphans
 
+# %% ../nbs/00_core.ipynb #bbc5283b
 def rng_state() -> dict:
     "Python's and torch's (CPU and CUDA) generator states, to store in a checkpoint."
     state = {'torch': torch.get_rng_state(), 'python': list(random.getstate()[1])}

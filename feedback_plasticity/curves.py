@@ -93,6 +93,19 @@ def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable
 def _kind(exp) -> str:
     return 'sine' if isinstance(exp, SineExperiment) else 'classification'
 
+def _check_added_milestones(run_dir: Path, started: dict, milestones: tuple) -> None:
+    "A resumed run keeps its milestones and may add later ones: refuse dropping one, or adding one a learner has already passed."
+    if not set(started['milestones']) <= set(milestones):
+        raise RunDirError(f"{run_dir} was started with milestones {started['milestones']}; resume with all of them (later ones may be added)")
+    added = sorted(set(milestones) - set(started['milestones']))
+    for learner_id in started['learners'] if added else ():
+        checkpoint = run_dir / 'learners' / learner_id / 'checkpoint.pt'
+        done = load_checkpoint(checkpoint)['step'] if checkpoint.exists() else 0
+        passed = [m for m in added if 0 < m < done and not snapshot_path(run_dir, learner_id, m).exists()]
+        if passed:
+            raise RunDirError(f"{run_dir}: learner {learner_id} is already at meta-step {done}, past the added milestones {passed}; "
+                              f"add only milestones after {done}")
+
 def train_curve(exp, run_dir, milestones=None, resume: bool = False, command: str | None = None, log: Callable = print) -> Path:
     "Train every learner of `exp` to the last of `milestones` (default: the paper's length), with snapshots at each, in `run_dir`; `resume` continues."
     milestones = tuple(sorted(set(milestones or (SINE_MILESTONES if _kind(exp) == 'sine' else CLASSIFICATION_MILESTONES))))
@@ -102,8 +115,7 @@ def train_curve(exp, run_dir, milestones=None, resume: bool = False, command: st
     started = json.loads(spec.read_text()) if spec.exists() else None
     if started and not resume:
         raise RunDirError(f"{run_dir} already holds a run; continue it with resume=True (--resume) or choose another folder")
-    if started and started['milestones'] != list(milestones):
-        raise RunDirError(f"{run_dir} was started with milestones {started['milestones']}; resume with the same ones")
+    if started: _check_added_milestones(run_dir, started, milestones)
     # the run's learners: those it had, then the new ones (only the ones asked for now are trained by this call)
     had = started['learners'] if started else []
     everyone = tuple(had) + tuple(i for i in exp.learners if i not in had)
@@ -268,6 +280,7 @@ def curve_tables(results: dict) -> str:
             lines.append(f"| {step} | " + ' | '.join(f"{v['eta'][l]:.2e}" for l in layers) + (f" | {sum(s) / len(s):.3f} |" if s else ' | — |'))
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/09_curves.ipynb #7fadf6a0
 def plot_curve(results: dict, title: str):
     "The learning curves: one panel per protocol column (at most three in a row), meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dotted."
     import matplotlib.pyplot as plt
@@ -316,6 +329,7 @@ def plot_curve(results: dict, title: str):
     fig.tight_layout(rect=(0, (0.045 * legend_rows + 0.02) / nrows, 1, 1))
     return fig
 
+# %% ../nbs/09_curves.ipynb #a70189d3
 def plot_per_task(results: dict, title: str):
     "Each function's query MSE after the continual stream, by order of arrival, at the last milestone each learner reached (sine)."
     import matplotlib.pyplot as plt

@@ -340,6 +340,7 @@ def _omniglot_plan(parts: dict, split: str, n_test_alphabets: int) -> tuple[list
         return train if split == 'train' else test
     return needed, choose
 
+# %% ../nbs/04a_datasets.ipynb #6d5e9fae
 def _check_downloaded(path: Path, part: str) -> str:
     "The fingerprint of an official zip in the data folder, after checking that its MD5 is the official one."
     md5 = file_md5(path)
@@ -420,6 +421,7 @@ def _files_by_label(entries, csv_path: Path, min_per_class: int, per_class: int 
     n = per_class or min(len(files) for files in by_label.values())
     return {label: files[:n] for label, files in by_label.items()}
 
+# %% ../nbs/04a_datasets.ipynb #4e2e51f2
 def miniimagenet(root,                        # the data folder: images/*.jpg and train.csv, val.csv, test.csv
                  split: str = 'train',        # 'train' (64 classes), 'val' (16) or 'test' (20)
                  size: int = 84,              # side of the square images in pixels

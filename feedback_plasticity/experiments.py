@@ -116,6 +116,7 @@ def authors_mode(cfg: Config) -> Config:
     meta = replace(paper.meta, **{k: getattr(cfg.meta, k) for k in length})
     return replace(paper, net=net, task=task, meta=meta, compute=cfg.compute, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype)
 
+# %% ../nbs/07_experiments.ipynb #4f44b0b4
 def oml_config(exp) -> Config:
     "OML's config: SGD on the last `oml_plastic_layers` layers at `oml_lr`; with its own episode (`oml_episode`), class after class and a meta-loss over all output units."
     cfg = sgd_variant(exp.config, exp.oml_lr, exp.oml_plastic_layers)
@@ -134,6 +135,7 @@ def search_and_record(learner: Learner, grid, score: Callable[[Learner], float],
     log(f"  {learner.name}: learning rate {learner.cfg.plasticity.eta_init} chosen by search")
     return learner, {'scores': {str(k): v for k, v in scores.items()}, 'chosen': learner.cfg.plasticity.eta_init}
 
+# %% ../nbs/07_experiments.ipynb #df1bff7b
 def make_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progress: bool, log: Callable = print) -> Learner:
     "Train (or, with `resume`, finish training) learner `learner_id` and return it; its checkpoint goes under `run_dir/learners/`."
     return train_learner(exp, learner_id, run_dir, resume, progress, log)[0]
@@ -202,6 +204,7 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
     return results
 
+# %% ../nbs/07_experiments.ipynb #154783b4
 def open_run_dir(exp, run_dir, resume: bool, command: str | None, may_change: tuple = ()) -> Path | None:
     "Check `exp`, then create `run_dir` with its config.json and add the command to command.txt. A run is never overwritten: a folder holding files needs `resume`, `resume` needs a run of the same experiment (fields of `may_change` aside), and the folder must be writable."
     check_experiment(exp)
@@ -245,6 +248,7 @@ def check_experiment(exp):
             raise ConfigError(f"learners: unknown learner {learner_id!r}; choose from {', '.join(LEARNER_NAMES)}")
     return exp
 
+# %% ../nbs/07_experiments.ipynb #a88f39f5
 def _cpu_model() -> str:
     "The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
@@ -264,6 +268,7 @@ def provenance(command: str | None = None) -> dict:
             'machine': {'cpu': _cpu_model(), 'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
                         'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'platform': platform.platform()}}
 
+# %% ../nbs/07_experiments.ipynb #beb6f082
 def diverged_learners(results: dict) -> dict[str, str]:
     "Every learner that diverged, in meta-training (`results['training']`) or in an evaluation (an entry with a 'diverged' reason), with the reason."
     out = {LEARNER_NAMES.get(i, i): f"meta-training: {r['diverged']}" for i, r in results.get('training', {}).items() if r.get('diverged')}
@@ -277,6 +282,7 @@ def diverged_learners(results: dict) -> dict[str, str]:
             out.setdefault(entry['learner'], f"evaluation ({entry['n_way']}-way, {entry['order']}): {entry['diverged']}")
     return out
 
+# %% ../nbs/07_experiments.ipynb #dd39f09a
 def training_histories(run_dir, learner_ids) -> dict[str, list[dict]]:
     "Each meta-trained learner's `history.jsonl` under `run_dir/learners/`, by name (learners without one are left out)."
     out = {}
@@ -300,6 +306,7 @@ def save_figure(fig, path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/07_experiments.ipynb #4ff81d2c
 def _tagged(learner_id: str, log: Callable) -> Callable:
     return lambda line: log(f"[{learner_id}] {line.strip()}")
 
@@ -323,6 +330,7 @@ def _train_all(exp, run_dir, resume: bool, progress: bool, log: Callable) -> tup
     done = for_each_learner(train_learner, exp, workers, run_dir, resume, progress and workers <= 1, log=log, tag=not (progress and workers <= 1))
     return [learner for learner, _ in done], {i: record for i, (_, record) in zip(exp.learners, done)}
 
+# %% ../nbs/07_experiments.ipynb #08b3d596
 def _with_defaults(saved: dict, kind: type) -> dict:
     "A saved experiment dict with every field added to the package since then at its default value."
     return config_to_dict(config_from_dict(saved, kind))
@@ -364,6 +372,7 @@ class ClassificationExperiment:
     train_steps_per_task: int = 0                                         # images per class in meta-training episodes (0: the config's)
     workers: int = 1                                                      # learners trained at once, each in its own process with one thread
 
+# %% ../nbs/07_experiments.ipynb #cb15774c
 def classification_preset(dataset: str, name: str) -> ClassificationExperiment:
     "A `ClassificationExperiment` preset for `dataset` ('omniglot', 'miniimagenet'): 'tiny' (CI, seconds), 'quick' (28x28, ~15 min on a 2-core CPU), 'paper' (DESIGN §4, GPU)."
     if dataset not in ('omniglot', 'miniimagenet'): raise ConfigError(f"unknown data set {dataset!r}; choose 'omniglot' or 'miniimagenet'")
@@ -400,6 +409,7 @@ def miniimagenet_preset(name: str) -> ClassificationExperiment:
     "`classification_preset('miniimagenet', name)`: RGB images, the same network with 3 input channels; set `task.data_root`."
     return classification_preset('miniimagenet', name)
 
+# %% ../nbs/07_experiments.ipynb #f1bd70e5
 def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool = False, progress: bool = True, command: str | None = None,
                        log: Callable = print, label: str | None = None) -> dict:
     "Train and evaluate every learner of `exp` on its image classes with both protocols; write the run directory (its figures titled with `label`, e.g. the preset); return the results dict."

@@ -72,6 +72,7 @@ def sine_truth(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     design = torch.stack([torch.sin(x), torch.cos(x)], -1).double()               # (K, n, 2)
     return torch.linalg.lstsq(design, y.double().unsqueeze(-1)).solution.squeeze(-1)  # (K, 2)
 
+# %% ../nbs/06a_explorer.ipynb #e400535e
 def explore_lifetime(rule: str = 'oja', strength: float = 0.5, eta_scale: float = 0.1, steps: int | None = None, seed: int = 0,
                      order: str = 'continual', cfg: Config | None = None, grid: int = 120) -> Exploration:
     "Run one lifetime of the explorer's learner under `rule`, feedback strength `strength` and plasticity `eta_scale`, recording a `Frame` per step."

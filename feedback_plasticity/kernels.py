@@ -61,7 +61,7 @@ class KernelBuildError(FLPError, RuntimeError):
 FLAGS = ['-O3', '-march=native', '-shared', '-fPIC', '-std=c++17']
 WARNINGS = ['-Wall', '-Wextra']                                   # printed once, at the build, and kept in the library's .log
 # each kernel's C arguments: l = long (a size), p = pointer (a tensor, or null), i = int (a flag), d = double
-KERNEL_ARGUMENTS = {'affine': 'llllpppip', 'step': 'llllppppipp', 'walk': 'llllpppppppppppipp', 'feedback_post': 'lllpppdipp',
+KERNEL_ARGUMENTS = {'affine': 'llllpppip', 'step': 'llllppppipp', 'walk': 'llllpppppppppppippp', 'feedback_post': 'lllpppdipp',
                     'feedback_post_vjp': 'lllpppdippppppp', 'forward_steps': 'lllllpppipppiiippd',
                     'walk_span': 'llllllppppppiilippd'}
 _LIBRARY = {}
@@ -182,23 +182,25 @@ def fused_step_(W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, eta: tor
 # %% ../nbs/03b_kernels.ipynb #e602f018
 def fused_walk_(W: torch.Tensor, G: torch.Tensor, eta: torch.Tensor, d_eta: torch.Tensor | None, d_act: torch.Tensor | None,
                 act_now: torch.Tensor | None, d_b: torch.Tensor | None, a_now: torch.Tensor | None, d_a_now: torch.Tensor | None,
-                pre: torch.Tensor | None, post: torch.Tensor | None, oja: bool, need_pre: bool, check: bool = True) -> tuple:
+                pre: torch.Tensor | None, post: torch.Tensor | None, oja: bool, need_pre: bool, W_prev: torch.Tensor | None = None,
+                check: bool = True) -> tuple:
     """One layer of `backward_step`, in place. (1, if `d_act`) the forward pass's backward with `W` = W(τ): ∂z = `d_act` ⊙ [`act_now` > 0]
     (no mask without `act_now`), `d_b` += Σ ∂z, `G` += ∂zᵀ `a_now`, `d_a_now` += ∂z W. (2, if `post`) the rule's backward of step τ-1:
-    `W` becomes W(τ-1), `G` becomes ∂L/∂W|rule, `d_eta` `(n_out, n_in)` += G' ⊙ R. Returns (∂L/∂pre or None, ∂L/∂post or None)."""
+    `W` becomes W(τ-1) (undone, or copied from `W_prev` where given: a replayed step), `G` becomes ∂L/∂W|rule, `d_eta` `(n_out, n_in)` += G' ⊙ R. Returns (∂L/∂pre or None, ∂L/∂post or None)."""
     if d_act is None and post is None: return None, None                               # nothing to do for this layer
     d_act, act_now, a_now = (None, None, None) if d_act is None else (d_act.contiguous(), act_now if act_now is None else act_now.contiguous(), a_now.contiguous())
     pre, post = (None, None) if post is None else (pre.contiguous(), post.contiguous())
+    W_prev = None if W_prev is None or post is None else W_prev.contiguous()
     M, n_out, n_in = W.shape
     b = (pre if pre is not None else a_now).shape[1]
     if check:
-        _check('fused_walk_', W.dtype, W=W, G=G, eta=eta, d_eta=d_eta, d_act=d_act, act_now=act_now, d_b=d_b, a_now=a_now, d_a_now=d_a_now, pre=pre, post=post)
-        _fits('fused_walk_', G.shape == W.shape and eta.shape == (n_out, n_in) and (d_eta is None or d_eta.shape == (n_out, n_in))
+        _check('fused_walk_', W.dtype, W=W, G=G, eta=eta, d_eta=d_eta, d_act=d_act, act_now=act_now, d_b=d_b, a_now=a_now, d_a_now=d_a_now, pre=pre, post=post, W_prev=W_prev)
+        _fits('fused_walk_', G.shape == W.shape and (W_prev is None or W_prev.shape == W.shape) and eta.shape == (n_out, n_in) and (d_eta is None or d_eta.shape == (n_out, n_in))
               and all(x is None or x.shape == (M, b, n_out) for x in (d_act, act_now, post))
               and all(x is None or x.shape == (M, b, n_in) for x in (a_now, d_a_now, pre)), W=W, G=G, eta=eta, d_act=d_act, a_now=a_now, pre=pre, post=post)
     d_pre = torch.empty(M, b, n_in, dtype=W.dtype) if post is not None and need_pre else None   # (M, b, n_in)
     d_post = torch.empty(M, b, n_out, dtype=W.dtype) if post is not None else None           # (M, b, n_out)
-    _call('walk', W.dtype, M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, int(oja), d_pre, d_post)
+    _call('walk', W.dtype, M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, int(oja), d_pre, d_post, W_prev)
     return d_pre, d_post
 
 def fused_feedback_post(t: torch.Tensor, B: torch.Tensor, c: torch.Tensor, s: float, linear: bool, act: torch.Tensor, check: bool = True) -> torch.Tensor:
@@ -326,11 +328,13 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
 
 # %% ../nbs/03b_kernels.ipynb #d273937d
 def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -> Callable:
-    """The walk's undone steps on the kernels, for one walk: returns `span(W, G, d_acts, hi, lo, sums, h, d_h, acts_first,
-    posts_first, first)`, which runs the steps τ = `hi` .. `lo` of `backward_step` in one call (`flp_walk_span`), changing `W`
-    (to W(lo-1)), `G` and the sums (`sums['eta']` full `(n_out, n_in)`) in place and writing ∂L/∂h(τ) into `d_h` `(M, T, b, n)`
-    if given. `d_acts` is ∂L/∂a(hi); it returns ∂L/∂a(lo-1). `acts_first` and `posts_first` are step 0's views of the forward's
-    `(T, M, b, n)` buffers. What stays the same over the walk (the layers' sizes, the addresses of η̄, B and c; s) is found once."""
+    """The walk's steps on the kernels, for one walk: returns `span(W, G, d_acts, hi, lo, sums, h, d_h, acts_first,
+    posts_first, first, replay_from=None)`, which runs the steps τ = `hi` .. `lo` of `backward_step` in one call (`flp_walk_span`),
+    changing `W` (to W(lo-1)), `G` and the sums (`sums['eta']` full `(n_out, n_in)`) in place and writing ∂L/∂h(τ) into `d_h`
+    `(M, T, b, n)` if given. `d_acts` is ∂L/∂a(hi); it returns ∂L/∂a(lo-1). `acts_first` and `posts_first` are step 0's views of
+    the forward's `(T, M, b, n)` buffers. A chunk that is replayed rather than undone (Oja's safety fallback) gives
+    `replay_from`, its boundary W(lo-1) per layer: the kernels first replay the chunk's steps from it, then walk back taking each
+    W(τ-1) from the replay. What stays the same over the walk (the layers' sizes, the addresses of η̄, B and c; s) is found once."""
     oja, L, plastic = cfg.plasticity.rule == 'oja', layers[-1].index, [layer for layer in layers if layer.plastic]
     dtype = k_eta[plastic[0].index].dtype
     walk_span = _function('walk_span', dtype)
@@ -344,8 +348,17 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -
     output_feedback = f'B{L}' in theta                                                 # ã_L has a pathway of its own: ∂L/∂a_L without t
     buffers = {}                                                                       # per (M, b): the gradient buffers
 
+    def replay_buffers(buf: dict, replay_from: dict | None, slots: int) -> dict:
+        "Each layer's replay buffer `(slots, M, n_out, n_in)` (kept, grown when a longer chunk comes), W(lo-1) copied into slot 0."
+        if replay_from is None: return {}
+        room = buf.setdefault('replay', {})
+        for l, w in replay_from.items():
+            if l not in room or room[l].shape[0] < slots: room[l] = torch.empty(slots, *w.shape, dtype=dtype)
+            room[l][0].copy_(w)
+        return room
+
     def span(W: dict, G: dict, d_acts: dict, hi: int, lo: int, sums: dict, h: torch.Tensor, d_h: torch.Tensor | None,
-             acts_first: dict, posts_first: dict, first: int) -> dict:
+             acts_first: dict, posts_first: dict, first: int, replay_from: dict | None = None) -> dict:
         M, T, b = h.shape[:3]
         if (M, b) not in buffers:
             buffers[M, b] = {'h': h.detach().transpose(0, 1).contiguous(),            # (T, M, b, n): step τ's input at [τ]
@@ -354,12 +367,14 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -
         buf = buffers[M, b]
         dA = buf['dA']                                                                 # each activity's ∂L/∂a, two buffers used in turn
         for a, d in d_acts.items(): dA[a][0].copy_(d)                                  # ∂L/∂a(hi) in the first buffer of each pair
-        fb = sums['feedback']                                                          # the sums' tensors: a replayed step makes new ones
-        pointers = (ctypes.c_void_p * (14 * len(spec)))(*[
+        replays = replay_buffers(buf, replay_from, hi - lo + 1)                        # {l: (hi-lo+1, M, n_out, n_in)}, W(lo-1) at [0]
+        fb = sums['feedback']
+        pointers = (ctypes.c_void_p * (15 * len(spec)))(*[
             x for l, n_out, eta_at, feedback in spec
             for x in (W[l].data_ptr(), G[l].data_ptr(), eta_at, ptr(sums['eta'].get(l)), ptr(sums['b'].get(l)),
                       *(feedback[:2] if feedback else (None, None)), *((ptr(fb.get(f'{k}{l}')) for k in 'sBc') if feedback else (None,) * 3),
-                      acts_first[l].data_ptr(), posts_first[l].data_ptr(), buf['d_post'][l].data_ptr(), dA[l].data_ptr())])
+                      acts_first[l].data_ptr(), posts_first[l].data_ptr(), buf['d_post'][l].data_ptr(), dA[l].data_ptr(),
+                      ptr(replays.get(l)))])
         need_h = d_h is not None
         walk_span(hi, lo, T, len(spec), M, b, ctypes.addressof(sizes), ctypes.addressof(pointers), buf['h'].data_ptr(),
                   dA[first].data_ptr() if need_h else None, ptr(d_h), ctypes.addressof(strengths), linear, int(oja), n_t, signal_code, buf['d_t'].data_ptr(),

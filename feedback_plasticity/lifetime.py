@@ -212,6 +212,7 @@ def _reference_posts(theta: dict, W: dict, acts: list, y: torch.Tensor, layers: 
             posts[l] = s * f + (1 - s) * acts[l]
     return posts
 
+# %% ../nbs/03_lifetime.ipynb #f82b99ce
 def reference_lifetime(theta: dict, episode: Episode, cfg: Config) -> LifetimeResult:
     "`lifetime`, computed with Python loops over lifetimes, steps and examples (slow; for tests)."
     layers = build_layers(cfg.net)

@@ -238,9 +238,11 @@ def walk_back(ctx, grad_finals: tuple) -> tuple:
     while tau >= 0:
         if tau in ctx.boundaries: W = _owned(ctx.boundaries[tau]) if fused else ctx.boundaries[tau]   # W(τ) is stored: restart from it exactly
         start = (tau - 1) - (tau - 1) % every if tau > 0 else None                 # the chunk of step τ-1
-        if fused and (tau == 0 or chunk_undoable[start]):
-            # on the kernels, steps τ .. start+1 in one call (then τ = start, where W(start) is stored), or τ = 0
-            d_acts = span(W, G, d_acts, tau, start + 1 if tau else 0, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], first)
+        if fused:
+            # on the kernels, steps τ .. start+1 in one call (then τ = start, where W(start) is stored), or τ = 0;
+            # a chunk that is not undone is replayed from its boundary W(start)
+            replay_from = None if tau == 0 or chunk_undoable[start] else ctx.boundaries[start]
+            d_acts = span(W, G, d_acts, tau, start + 1 if tau else 0, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], first, replay_from)
             tau = start if tau else -1
             continue
         W_earlier = None if tau == 0 or chunk_undoable[start] else replayed(tau - 1)

@@ -206,7 +206,8 @@ template <typename T> static void step(long M, long n_out, long n_in, long b, T*
 //     is null: the output layer),  d_b += sum dz,  G += dz^T a_now,  d_a_now += dz W;
 // (2, if post) the rule's backward of step tau-1:  R = (post^T pre - d W') / (1 - eta d),  W <- W' - eta R = W(tau-1),
 //     E = eta G,  d_eta += G (.) R,  G <- G - diag(d) E,  d_pre = post E,  d_post = pre E^T - 2 post (.) rowsum(E (.) W)
-//     (Hebb: R = post^T pre and no d terms).
+//     (Hebb: R = post^T pre and no d terms). If W_prev (M, n_out, n_in) is given, it is W(tau-1), replayed rather than
+//     undone (Oja's safety fallback): then R = post^T pre - d W_prev and W <- W_prev.
 // W, G (M, n_out, n_in); eta, d_eta (n_out, n_in); d_act, act_now, post, d_post (M, b, n_out); d_b (n_out);
 // a_now, d_a_now, pre, d_pre (M, b, n_in). d_act (with a_now) or post (with pre, d_post) may be null to skip a part;
 // d_b, d_a_now, d_pre and d_eta may be null when not needed.
@@ -228,7 +229,7 @@ static inline long most_threads() {
 // Inside a parallel region, with the scratch arrays of walk_scratch in work; no barrier at the end.
 template <typename T> static void walk_in(long M, long n_out, long n_in, long b, T* W, T* G, const T* eta, T* d_eta,
                                           const T* d_act, const T* act_now, T* d_b, const T* a_now, T* d_a_now,
-                                          const T* pre, const T* post, int oja, T* d_pre, T* d_post, T* const* work) {
+                                          const T* pre, const T* post, int oja, T* d_pre, T* d_post, T* const* work, const T* W_prev) {
     const long L = V<T>::L, np = up(n_in, 2 * L), op = up(n_out, RB), bp = up(b, 2 * L), blocks = op / RB;
     const bool forward_part = d_act != nullptr, rule_part = post != nullptr;
     const bool sum_a = forward_part && d_a_now, sum_pre = rule_part && d_pre;   // the two column sums, dz W and post E
@@ -300,16 +301,29 @@ template <typename T> static void walk_in(long M, long n_out, long n_in, long b,
                     const T* e = eta + i * n_in; T* de = d_eta ? d_eta + i * n_in : nullptr; const T* h = H.data() + r * np;
                     const T* hf = Hf.data() + r * np;
                     T* w = W + (m * n_out + i) * n_in; T* g = G + (m * n_out + i) * n_in; T* Ei = Eb.data() + r * np;
+                    const T* wp = W_prev ? W_prev + (m * n_out + i) * n_in : nullptr;
                     T s = 0;
-                    #pragma omp simd reduction(+:s)
-                    for (long j = 0; j < n_in; j++) {
-                        const T gj = g[j] + hf[j];                                           // G' = G + dz^T a_now
-                        const T R = oja ? (h[j] - di * w[j]) / (T(1) - e[j] * di) : h[j];   // R = (H - d W') / (1 - eta d)
-                        const T w_before = w[j] - e[j] * R;                                  // W = W' - eta R
-                        const T Ej = e[j] * gj;                                              // E = eta G'
-                        if (de) de[j] += gj * R;                                             // d_eta += G' R
-                        g[j] = gj - di * Ej;                                                 // G <- G' - d E
-                        w[j] = w_before; Ei[j] = Ej; s += Ej * w_before;                     // rowsum(E W)
+                    if (wp) {                                                                // W(tau-1) replayed
+                        #pragma omp simd reduction(+:s)
+                        for (long j = 0; j < n_in; j++) {
+                            const T gj = g[j] + hf[j];                                       // G' = G + dz^T a_now
+                            const T R = oja ? h[j] - di * wp[j] : h[j];                      // R = H - d W
+                            const T Ej = e[j] * gj;                                          // E = eta G'
+                            if (de) de[j] += gj * R;                                         // d_eta += G' R
+                            g[j] = gj - di * Ej;                                             // G <- G' - d E
+                            w[j] = wp[j]; Ei[j] = Ej; s += Ej * wp[j];                       // rowsum(E W)
+                        }
+                    } else {                                                                 // W(tau-1) undone
+                        #pragma omp simd reduction(+:s)
+                        for (long j = 0; j < n_in; j++) {
+                            const T gj = g[j] + hf[j];                                       // G' = G + dz^T a_now
+                            const T R = oja ? (h[j] - di * w[j]) / (T(1) - e[j] * di) : h[j];   // R = (H - d W') / (1 - eta d)
+                            const T w_before = w[j] - e[j] * R;                              // W = W' - eta R
+                            const T Ej = e[j] * gj;                                          // E = eta G'
+                            if (de) de[j] += gj * R;                                         // d_eta += G' R
+                            g[j] = gj - di * Ej;                                             // G <- G' - d E
+                            w[j] = w_before; Ei[j] = Ej; s += Ej * w_before;                 // rowsum(E W)
+                        }
                     }
                     rowsum[r] = s;
                 }
@@ -357,11 +371,11 @@ template <typename T> static T* const* layers_walk_work(long layers, long M, lon
 }
 template <typename T> static void walk(long M, long n_out, long n_in, long b, T* W, T* G, const T* eta, T* d_eta,
                                        const T* d_act, const T* act_now, T* d_b, const T* a_now, T* d_a_now,
-                                       const T* pre, const T* post, int oja, T* d_pre, T* d_post) {
+                                       const T* pre, const T* post, int oja, T* d_pre, T* d_post, const T* W_prev) {
     const long sizes[2] = {n_out, n_in};
     T* const* work = layers_walk_work<T>(1, M, b, sizes);
     #pragma omp parallel
-    walk_in(M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, oja, d_pre, d_post, work);
+    walk_in(M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, oja, d_pre, d_post, work, W_prev);
 }
 
 // The postsynaptic term of a hidden layer with feedback (the feedback notebook): u = t B^T + c, f = phi_B(u) (ReLU, or
@@ -474,9 +488,11 @@ template <typename T> static void transpose_feedback(long layers, const long* si
 // backward, dL/da_L(tau-1) from d_t; and dL/dh(tau) into d_h. At tau = 0 only the forward pass's backward runs.
 // Each activity a_k has two gradient buffers (2, M, b, n_k), used in turn: at each tau one holds dL/da_k(tau) (which the walk's
 // forward part adds to) and the other receives dL/da_k(tau-1); on entry, the first holds dL/da(hi).
-// sizes (layers, 2): n_out, n_in, top layer first. p (layers, 14): W, G, eta (full), d_eta, d_b, B, c (null at the output), d_s,
-// d_B, d_c, the layer's activities and postsynaptic terms over the steps (T, M, b, n_out), a buffer for d_post (M b n_out), and
-// the gradient buffers of its output. h (T, M, b, n_in of the bottom layer): the inputs; dA_h: the gradient buffers of h, and
+// sizes (layers, 2): n_out, n_in, top layer first. p (layers, 15): W, G, eta (full), d_eta, d_b, B, c (null at the output), d_s,
+// d_B, d_c, the layer's activities and postsynaptic terms over the steps (T, M, b, n_out), a buffer for d_post (M b n_out), the
+// gradient buffers of its output, and a replay buffer (hi - lo + 1, M, n_out, n_in) or null. With replay buffers (Oja's safety
+// fallback: a span whose steps are not safe to undo), slot 0 holds W(lo-1) on entry; the span first replays the forward's
+// plastic steps into slots 1 .. hi-lo, W(lo) .. W(hi-1), and the walk then takes W(tau-1) from slot tau-lo instead of undoing. h (T, M, b, n_in of the bottom layer): the inputs; dA_h: the gradient buffers of h, and
 // d_h (M, T, b, n_in) its gradient at every step, both null if not needed. signal: how t depends on the output (0: not,
 // 1: t = y - y_hat, 2: t = onehot(y) - softmax(z)); d_t: a buffer (M b n_t). T_steps: T (at tau = T there is no forward part).
 template <typename T> static void walk_span(long hi, long lo, long T_steps, long layers, long M, long b, const long* sizes, void* const* p,
@@ -484,13 +500,29 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
                                             const T* t_all, T t_scale) {
     const long Mb = M * b, n_h = sizes[2 * layers - 1];
     T* const* work = layers_walk_work<T>(layers, M, b, sizes);
-    T* Bt_all = feedback_room<T>(layers, sizes, p, 14, 5, n_t);
-    #define P(l, k) ((T*)p[14 * (l) + (k)])
+    T* Bt_all = feedback_room<T>(layers, sizes, p, 15, 5, n_t);
+    #define P(l, k) ((T*)p[15 * (l) + (k)])
+    const bool replay = p[14] != nullptr;                                    // W(tau-1) replayed into P(l, 14), not undone
     const bool out_feedback = p[5] != nullptr;                               // the output layer has B_L: its a~_L is not t
     const T* t_seq = out_feedback ? t_all : P(0, 11);                        // t at every step (T, M, b, n_t)
     #pragma omp parallel
     {
-        transpose_feedback(layers, sizes, p, 14, 5, n_t, Bt_all);
+        transpose_feedback(layers, sizes, p, 15, 5, n_t, Bt_all);
+        // the replay: W(lo-1+k) = W(lo-2+k) + eta (.) R(lo-2+k), k = 1 .. hi-lo, with the forward's activities (the same
+        // step_in as the forward, so the same numbers), the scratch of walk_in's padded post and pre lent to step_in
+        for (long k = 1; replay && k <= hi - lo; k++) {
+            const long tau = lo - 2 + k;                                     // the step replayed
+            for (long l = 0; l < layers; l++) {
+                const long n_out = sizes[2 * l], n_in = sizes[2 * l + 1], size = M * n_out * n_in;
+                const T* before_step = P(l, 14) + (k - 1) * size; T* after_step = P(l, 14) + k * size;
+                #pragma omp for schedule(static) nowait
+                for (long q = 0; q < size; q++) after_step[q] = before_step[q];
+                const T* in = l == layers - 1 ? h : P(l + 1, 10);
+                step_in(M, n_out, n_in, b, after_step, (const T*)P(l, 2), in + tau * Mb * n_in, P(l, 11) + tau * Mb * n_out, oja,
+                        (const T*)nullptr, (T*)nullptr, work[2], work[3]);
+                #pragma omp barrier
+            }
+        }
         for (long tau = hi; tau >= lo; tau--) {
             const long now = (hi - tau) % 2, before = 1 - now;           // the buffers of dL/da(tau) and of dL/da(tau-1)
             #pragma omp for schedule(static)
@@ -512,7 +544,8 @@ template <typename T> static void walk_span(long hi, long lo, long T_steps, long
                         output ? nullptr : out_now, P(l, 4), forward_part ? in + tau * Mb * n_in : nullptr,
                         forward_part && dA_in ? dA_in + now * Mb * n_in : nullptr, rule_part ? in + (tau - 1) * Mb * n_in : nullptr,
                         post_before, oja, rule_part && dA_in ? dA_in + before * Mb * n_in : nullptr,
-                        rule_part ? P(l, 12) : nullptr, work);
+                        rule_part ? P(l, 12) : nullptr, work,
+                        rule_part && replay ? P(l, 14) + (tau - lo) * M * n_out * n_in : nullptr);
                 #pragma omp barrier
                 if (!rule_part) continue;
                 if (output && !out_feedback) {                           // d_t += d_post (rows split as in the feedback backward)
@@ -625,8 +658,9 @@ extern "C" void flp_affine_##S(long M, long n_out, long n_in, long b, const T* W
 extern "C" void flp_step_##S(long M, long n_out, long n_in, long b, T* W, const T* eta, const T* pre, const T* post, int oja, \
                              const T* row_max, T* largest) { step<T>(M, n_out, n_in, b, W, eta, pre, post, oja, row_max, largest); } \
 extern "C" void flp_walk_##S(long M, long n_out, long n_in, long b, T* W, T* G, const T* eta, T* d_eta, const T* d_act, const T* act_now, \
-                             T* d_b, const T* a_now, T* d_a_now, const T* pre, const T* post, int oja, T* d_pre, T* d_post) { \
-    walk<T>(M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, oja, d_pre, d_post); } \
+                             T* d_b, const T* a_now, T* d_a_now, const T* pre, const T* post, int oja, T* d_pre, T* d_post, \
+                             const T* W_prev) { \
+    walk<T>(M, n_out, n_in, b, W, G, eta, d_eta, d_act, act_now, d_b, a_now, d_a_now, pre, post, oja, d_pre, d_post, W_prev); } \
 extern "C" void flp_feedback_post_##S(long Mb, long n, long n_t, const T* t, const T* B, const T* c, double s, int linear, \
                                       const T* act, T* post) { feedback_post<T>(Mb, n, n_t, t, B, c, T(s), linear, act, post); } \
 extern "C" void flp_feedback_post_vjp_##S(long Mb, long n, long n_t, const T* t, const T* B, const T* c, double s, int linear, const T* act, \
