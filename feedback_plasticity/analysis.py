@@ -23,7 +23,7 @@ __all__ = ['MEASURES', 'SIGNS', 'UpdateTrace', 'trace_updates', 'cosine_within_a
            'hoyer_sparsity', 'interference', 'update_measures', 'task_bounds', 'learned_tasks', 'forgetting_curve',
            'harm_per_gain', 'read_interference', 'measures_table', 'paired_difference', 'UpdateAnalysis',
            'continual_episode', 'analyze_learners', 'forgetting_summary', 'plot_analysis', 'run_learners',
-           'analyze_run']
+           'analyze_run', 'load_analysis', 'redraw_analysis']
 
 # %% ../nbs/07a_analysis.ipynb #c034ab30
 @dataclass
@@ -286,7 +286,7 @@ def plot_analysis(analysis: UpdateAnalysis, metric: str = 'loss', title: str | N
     fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout='constrained')
     (a, b, c), (d, e, f) = axes
     _bar_panel(a, rows, {'cosine within task': 'two steps of the same task', 'cosine across tasks': 'steps of different tasks'},
-               'cosine similarity of two updates', '(a) similarity of updates')
+               'cosine similarity of two updates (no unit, −1 to 1)', '(a) similarity of updates')
     drawn = _bar_panel(b, rows, {'harm': 'harm (actual)', 'harm (first order)': 'harm (first order)', 'gain': 'gain (actual)'},
                        f'loss change per step ({metric})', '(b) harm to earlier tasks, gain on the current task')
     _symlog_if_wide(b, drawn)
@@ -309,18 +309,24 @@ def plot_analysis(analysis: UpdateAnalysis, metric: str = 'loss', title: str | N
     e.set_ylim(0, 1.1)
     # (f) forgetting of task 1, over the lifetimes that learned it
     for i, (name, curve) in enumerate(analysis.forgetting.items()):
-        learned = analysis.learned[name][:, 0] if name in analysis.learned else torch.ones(len(curve), dtype=torch.bool)
-        label = f'{name} (learned task 1 in {int(learned.sum())} of {len(learned)} lifetimes)'
+        known = name in analysis.learned                                            # an analysis of an earlier version did not record it
+        learned = analysis.learned[name][:, 0] if known else torch.ones(len(curve), dtype=torch.bool)
+        label = (f'{name} (learned task 1 in {int(learned.sum())} of {len(learned)} lifetimes)' if known else
+                 f'{name} (all {len(curve)} lifetimes: which learned task 1 was not recorded' +
+                 ('; nor the loss before the stream)' if curve[:, 0].isnan().all() else ')'))
         if not learned.any():
             f.plot([], [], color=f'C{i}', marker='x', ls='none', label=label + ', not drawn'); continue
         stats = [mean_ci(column) for column in curve[learned].T]
         mean, ci = torch.tensor([s[0] for s in stats]), torch.tensor([s[1] for s in stats]).nan_to_num(0.0)
         ks = list(range(len(mean)))
-        f.plot(ks, mean, marker='o', color=f'C{i}', label=label); f.fill_between(ks, mean - ci, mean + ci, color=f'C{i}', alpha=0.2, lw=0)
+        f.plot(ks, mean, marker='o', color=f'C{i}', label=label)
+        f.fill_between(ks, (mean - ci).clamp_min(0.0), mean + ci, color=f'C{i}', alpha=0.2, lw=0)   # a loss is never below 0: nor its band
     K = max(len(curve[0]) for curve in analysis.forgetting.values()) - 1
-    f.set_xticks(range(K + 1), ['before'] + [str(k) for k in range(1, K + 1)])
-    f.set_xlabel('tasks learned so far'); f.set_ylabel(f'{metric} on task 1')
-    f.set_title('(f) forgetting of task 1, in the lifetimes that learned it (mean, 95% CI)', fontsize=10)
+    before = not all(curve[:, 0].isnan().all() for curve in analysis.forgetting.values())     # an earlier version kept no 'before'
+    f.set_xticks(range(1 - before, K + 1), ['before'] * before + [str(k) for k in range(1, K + 1)]); f.set_xlim(0.5 - before, K + 0.5)
+    f.set_xlabel('tasks learned so far'); f.set_ylabel(f'{metric} on task 1'); f.set_ylim(bottom=0)
+    which = 'in the lifetimes that learned it' if set(analysis.forgetting) <= set(analysis.learned) else 'over the lifetimes (see the legend)'
+    f.set_title(f'(f) forgetting of task 1, {which} (mean, 95% CI)', fontsize=10)
     f.legend(fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.suptitle(title or analysis.protocol)
     fig.supxlabel(textwrap.fill(f"Signs: {SIGNS} Learned: a task is learned in a lifetime when its loss right after its own steps "
@@ -393,3 +399,29 @@ def analyze_run(run_dir, n_runs: int = 20, batch: int = 10, log=print, command: 
     fig = plot_analysis(analysis, unit, title=f"{run_dir.name}: {analysis.protocol}"); fig.savefig(out / 'updates.png', dpi=110); plt.close(fig)
     log(summary)
     return analysis
+
+# %% ../nbs/07a_analysis.ipynb #252be832
+def _tensor(values) -> torch.Tensor:
+    "A (nested) list of numbers from JSON, None standing for not a number, as a float64 tensor."
+    nan = lambda v: [nan(x) for x in v] if isinstance(v, list) else (math.nan if v is None else v)
+    return torch.tensor(nan(values), dtype=torch.float64)
+
+def load_analysis(path) -> UpdateAnalysis:
+    "The `UpdateAnalysis` that `analyze_run` wrote to `path` (analysis.json); one of an earlier version (no `learned`) gets a 'before' point that is not a number."
+    saved = json.loads(Path(path).read_text())
+    forgetting = {n: _tensor(c) for n, c in saved['forgetting'].items()}
+    if 'learned' not in saved:                                                      # then the curves started after task 1
+        forgetting = {n: torch.cat([torch.full((len(c), 1), math.nan, dtype=c.dtype), c], 1) for n, c in forgetting.items()}
+    return UpdateAnalysis({n: {m: _tensor(v) for m, v in r.items()} for n, r in saved['rows'].items()}, forgetting, saved['protocol'],
+                          {n: torch.tensor(m, dtype=torch.bool) for n, m in saved.get('learned', {}).items()})
+
+def redraw_analysis(run_dir) -> Path:
+    "Redraw `analysis/updates.png` of a run analysed by `analyze_run` from its analysis.json with the current `plot_analysis`; returns its path."
+    import matplotlib.pyplot as plt
+    run_dir = Path(run_dir)
+    analysis = load_analysis(run_dir / 'analysis' / 'analysis.json')
+    sine = json.loads((run_dir / 'config.json').read_text())['config']['task']['name'] == 'sine'
+    fig = plot_analysis(analysis, 'MSE' if sine else 'cross-entropy', title=f"{run_dir.name}: {analysis.protocol}")
+    path = run_dir / 'analysis' / 'updates.png'
+    fig.savefig(path, dpi=110); plt.close(fig)
+    return path

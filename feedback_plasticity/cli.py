@@ -8,14 +8,15 @@ import argparse, itertools, json, shlex, sys
 from datetime import datetime
 from pathlib import Path
 from dataclasses import fields
+from typing import Callable
 from .core import Config, override, flat_fields, field_descriptions, get_device, FLPError
 from .experiments import (sine_preset, run_sine, omniglot_preset, miniimagenet_preset, run_classification, ablation_preset,
                                              check_experiment)
 
 # %% auto #0
-__all__ = ['COMMANDS', 'parse_overrides', 'add_run_options', 'experiment_from', 'list_fields', 'new_run_dir', 'make_parser',
-           'curve_command', 'evaluate_command', 'analyze_command', 'start_distributed', 'report_diverged',
-           'run_command', 'main']
+__all__ = ['COMMANDS', 'parse_overrides', 'add_run_options', 'experiment_from', 'list_fields', 'new_run_dir', 'removing_if_empty',
+           'make_parser', 'curve_command', 'evaluate_command', 'analyze_command', 'start_distributed',
+           'report_diverged', 'run_command', 'main']
 
 # %% ../nbs/08_cli.ipynb #58e4f83d
 def parse_overrides(pairs: list[str], exp):
@@ -92,6 +93,13 @@ def new_run_dir(args, parser: argparse.ArgumentParser, name: str) -> Path:
         try: path.mkdir(parents=True); return path                        # exists already: another run's, try the next name
         except FileExistsError: continue
 
+def removing_if_empty(run_dir: Path, made: bool, run: Callable):
+    "`run()`; if it fails and this command `made` `run_dir` (`new_run_dir`), which is still empty, the folder is removed: a refused run leaves nothing behind."
+    try: return run()
+    except BaseException:
+        if made and run_dir.is_dir() and not any(run_dir.iterdir()): run_dir.rmdir()
+        raise
+
 # %% ../nbs/08_cli.ipynb #46c8489b
 def make_parser() -> argparse.ArgumentParser:
     "The `flp` argument parser: one subcommand per experiment, the same options for each."
@@ -144,7 +152,7 @@ def curve_command(args, parser, argv: list[str]) -> int:
     except ValueError as e: parser.error(f"--milestones={args.milestones!r}: give meta-step counts separated by commas, e.g. 0,100,1000 ({e})")
     if args.list: return list_fields(exp)
     run_dir = new_run_dir(args, parser, f"curve-{args.kind}-{args.preset}")
-    train_curve(exp, run_dir, milestones, resume=args.resume, command='flp ' + shlex.join(argv))
+    removing_if_empty(run_dir, args.run_dir is None, lambda: train_curve(exp, run_dir, milestones, resume=args.resume, command='flp ' + shlex.join(argv)))
     print(f"run directory: {run_dir}; evaluate it with: flp evaluate {run_dir}")
     stopped = {path.parent.name: json.loads(path.read_text()) for path in sorted((run_dir / 'learners').glob('*/diverged.json'))}
     return report_diverged({i: f"meta-training stopped at meta-step {d['step']}: {d['error']}" for i, d in stopped.items()})
@@ -191,9 +199,10 @@ def run_command(args, parser: argparse.ArgumentParser, argv: list[str]) -> int:
     exp = experiment_from(args, parser, lambda: spec['preset'](args.preset))
     if args.list: return list_fields(exp)
     run_dir = new_run_dir(args, parser, f"{args.command}-{args.preset}")
-    print(f"run directory: {run_dir}")
-    results = spec['run'](exp, run_dir, resume=args.resume, progress=not args.no_progress, command='flp ' + shlex.join(argv),
-                          label=f"{args.preset} preset" + (' (with overrides)' if args.overrides else ''))
+    # the runner says "run directory: ..." once the run is open (after its checks of the folder and the data)
+    results = removing_if_empty(run_dir, args.run_dir is None, lambda: spec['run'](
+        exp, run_dir, resume=args.resume, progress=not args.no_progress, command='flp ' + shlex.join(argv),
+        label=f"{args.preset} preset" + (' (with overrides)' if args.overrides else '')))
     training = run_dir / 'training.png'
     print(f"results: {run_dir / 'results.json'}, plots: {run_dir / spec['plot']}" + (f", training curves: {training}" if training.exists() else ''))
     return report_diverged(results.get('diverged', {}))

@@ -4,11 +4,13 @@
 
 # %% ../nbs/06_continual.ipynb #b371fae0
 from __future__ import annotations
-import math
+import math, json, shlex
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 from dataclasses import dataclass
 import torch
-from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or_none
+from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or_none, config_from_dict
 from .feedback import build_layers, init_theta, represent, initial_fast, plastic_forward
 from .rules import task_loss, eta_parameter
 from .lifetime import engine_for
@@ -17,9 +19,10 @@ from .tasks import make_episode, class_episode, pretraining_batch
 # %% auto #0
 __all__ = ['DIVERGENCE_FACTOR', 'Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'task_losses',
            'evaluate_stream', 'sgd_variant', 'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain',
-           'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'ClassEvaluation',
-           'with_output_reset', 'with_outputs', 'frozen_features', 'evaluate_classes', 'class_stream_loss',
-           'class_divergence', 'class_results_table', 'class_results_dict', 'plot_class_results']
+           'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'plot_results_summary',
+           'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features', 'evaluate_classes',
+           'class_stream_loss', 'class_divergence', 'class_results_table', 'class_results_dict', 'plot_class_results',
+           'plot_class_summary', 'redraw_results']
 
 # %% ../nbs/06_continual.ipynb #3fe15911
 @dataclass
@@ -144,7 +147,7 @@ def divergence(final: torch.Tensor, reference: float | None = None, factor: floa
     if not finite.all(): return f"non-finite in {int((~finite).sum())} of {final.numel()} runs"
     mean = final.double().mean().item()
     if reference is not None and mean > factor * reference:
-        return f"mean {mean:.2g} > {factor:g}x {reference_name} {reference:.3g}"
+        return f"mean {mean:.3g} > {factor:g}x {reference_name} {reference:.3g}" if mean < 1e4 else f"mean {mean:.2g} > {factor:g}x {reference_name} {reference:.3g}"
     return None
 
 # %% ../nbs/06_continual.ipynb #5f88f173
@@ -187,14 +190,19 @@ def _limits(values, log: bool) -> tuple[float, float] | None:
     pad = 0.08 * ((hi - lo) or abs(hi) or 1.0)
     return (0.0 if lo >= 0 else lo - pad), hi + pad
 
-def _bands(ax, x, columns: torch.Tensor, color, label=None, alpha: float = 0.2) -> list[float]:
-    "Mean of each column of `columns` `(runs, n)` as a line over `x`, with its 95% CI as a band; returns the values drawn."
-    stats = [mean_ci(c) for c in columns.T]
-    mean = torch.tensor([s[0] for s in stats]); ci = torch.tensor([s[1] for s in stats]).nan_to_num(0.0)
+def _bands(ax, x, mean: list, ci: list, color, label=None, alpha: float = 0.2) -> list[float]:
+    "`mean` (a loss: never below 0) as a line over `x`, with its 95% CI `ci` as a band cut at 0 (None: not a number; no CI: no band); returns the values drawn."
+    mean = torch.tensor([math.nan if m is None else m for m in mean], dtype=torch.float64)
+    ci = torch.tensor([math.nan if c is None else c for c in ci], dtype=torch.float64).nan_to_num(0.0)
     ax.plot(x, mean, marker='o', ms=4, color=color, label=label)
-    low = (mean - ci).clamp_min(1e-300) if ax.get_yscale() == 'log' else mean - ci      # a band below 0 runs off a log axis
+    low = (mean - ci).clamp_min(1e-300 if ax.get_yscale() == 'log' else 0.0)       # a loss is never below 0 (and 0 runs off a log axis)
     ax.fill_between(x, low, mean + ci, color=color, alpha=alpha, lw=0)
-    return [*mean.tolist(), *(mean + ci).tolist(), *(mean - ci).tolist()]
+    return [*mean.tolist(), *(mean + ci).tolist(), *low.tolist()]
+
+def _note(ax, text: str, x: float = 0.5, y: float = 0.7) -> None:
+    "Say in words, inside a panel (at `x`, `y` in axes fraction: above its middle, where a reference line often runs), why it has nothing drawn (instead of an empty axis)."
+    ax.text(x, y, text, transform=ax.transAxes, ha='center', va='center', fontsize=10, color='0.25', wrap=True,
+            bbox=dict(boxstyle='round,pad=0.6', facecolor='0.96', edgecolor='0.6'))
 
 def _plain_log_ticks(ax) -> None:
     "Tick labels of a log y axis as plain numbers (1, 10, 100), and 2, 3, 5 times those where the axis spans less than two decades."
@@ -216,6 +224,7 @@ def _diverged_note(reasons: dict) -> str:
     if not why: return ''
     if len(why) == len(reasons) and len(set(why.values())) == 1: return f" — diverged ({next(iter(why.values()))}), not drawn"
     listed = '; '.join(f'{k}: {r}' for k, r in list(why.items())[:2]) + (f'; {len(why) - 2} more' if len(why) > 2 else '')
+    if len(why) == len(reasons): return f" — diverged ({listed}), not drawn"
     return f" — diverged in {len(why)} of {len(reasons)} ({listed}), those not drawn"
 
 def _shared_legend(fig, handles: list) -> None:
@@ -225,43 +234,67 @@ def _shared_legend(fig, handles: list) -> None:
     fig.legend(handles=handles, loc='outside lower center', ncol=columns, fontsize=9, frameon=False)
 
 # %% ../nbs/06_continual.ipynb #6847d792
+def _cell_divergence(cell: dict, reference: float | None = None, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    "Why a cell of `results_dict` counts as diverged: its `diverged` field; in a file of an earlier version that had none, no mean, or a mean over `factor` x `reference`."
+    if cell.get('diverged'): return cell['diverged']
+    mean = cell.get('final_mean')
+    if mean is None or not math.isfinite(mean): return 'no finite mean'
+    return divergence(torch.tensor([mean], dtype=torch.float64), reference, factor)
+
 def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE', log: bool = True, title: str | None = None,
                  reference: float | None = None, reference_label: str = 'zero predictor (predicts 0)'):
-    "Three panels: (a) final loss per learner and order; (b) per-task loss after a continual stream; (c) the continual curve; 95% CIs, `reference` dashed, diverged learners set apart."
+    "Three panels: (a) final loss per learner and order; (b) per-task loss after a continual stream; (c) the continual curve; 95% CIs, `reference` dashed, diverged learners set apart (`plot_results_summary` of `results_dict`)."
+    return plot_results_summary(results_dict(evaluations, reference), metric, log, title, reference, reference_label)
+
+def _final_bars(ax, results: dict, orders: list, reasons: dict, colors: dict) -> list[float]:
+    "Panel (a): one group of bars per order, one bar per learner (mean, 95% CI), a 'diverged' mark in place of a diverged one's; returns the values drawn."
+    learners, drawn = list(results), []
+    width = 0.8 / len(learners)
+    for j, o in enumerate(orders):
+        for i, n in enumerate(learners):
+            if o not in results[n]: continue
+            x = j + (i - (len(learners) - 1) / 2) * width
+            if reasons[(n, o)]: _mark_diverged(ax, x, colors[n]); continue
+            m, ci = results[n][o]['final_mean'], results[n][o]['final_ci95'] or 0.0
+            ax.bar(x, m, width * 0.9, yerr=ci, capsize=3, color=colors[n], ecolor='0.2')
+            drawn += [m, m + ci, max(m - ci, 0.0)]
+    ax.set_xticks(range(len(orders)), [f'{o} stream' for o in orders]); ax.set_xlim(-0.5, len(orders) - 0.5)
+    return drawn
+
+
+# %% ../nbs/06_continual.ipynb #a3fd305d
+def plot_results_summary(results: dict, metric: str = 'query MSE', log: bool = True, title: str | None = None,
+                         reference: float | None = None, reference_label: str = 'zero predictor (predicts 0)'):
+    "`plot_results` from the summary `results_dict` writes (the `results` of a run's results.json): means and 95% CIs, no per-run values needed."
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    learners = list(dict.fromkeys(e.learner for e in evaluations))
-    orders = list(dict.fromkeys(e.order for e in evaluations))
-    by = {(e.learner, e.order): e for e in evaluations}
-    reasons = {key: divergence(e.final, reference) for key, e in by.items()}
+    learners = list(results)
+    orders = list(dict.fromkeys(o for cells in results.values() for o in cells))
+    reasons = {(n, o): _cell_divergence(c, reference) for n, cells in results.items() for o, c in cells.items()}
     colors = {n: f'C{i % 10}' for i, n in enumerate(learners)}
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout='constrained')
     for ax in axes:
         if log: ax.set_yscale('log')
     drawn = {ax: [] for ax in axes}                                                  # the values each axis must show
-    # (a) one group of bars per order, one bar per learner
-    width = 0.8 / len(learners)
-    for j, o in enumerate(orders):
-        for i, n in enumerate(learners):
-            if (n, o) not in by: continue
-            x = j + (i - (len(learners) - 1) / 2) * width
-            if reasons[(n, o)]: _mark_diverged(axes[0], x, colors[n]); continue
-            m, ci = mean_ci(by[(n, o)].final)
-            axes[0].bar(x, m, width * 0.9, yerr=ci, capsize=3, color=colors[n], ecolor='0.2')
-            drawn[axes[0]] += [m, m + ci, m - ci]
-    axes[0].set_xticks(range(len(orders)), [f'{o} stream' for o in orders]); axes[0].set_xlim(-0.5, len(orders) - 0.5)
+    drawn[axes[0]] = _final_bars(axes[0], results, orders, reasons, colors)
     axes[0].set_ylabel(f'{metric} after the stream'); axes[0].set_title('(a) after the stream (mean, 95% CI)')
     # (b), (c) the continual stream: each task at the end, and tasks 1..k after task k
-    for n in learners:
-        e = by.get((n, 'continual'))
-        if e is None or reasons[(n, 'continual')]: continue
-        ks = list(range(1, e.after.shape[-1] + 1))
-        alpha = min(0.2, 0.6 / len(learners))                                       # many learners: fainter bands, still apart
-        drawn[axes[1]] += _bands(axes[1], ks, e.per_task, colors[n], alpha=alpha)
-        drawn[axes[2]] += _bands(axes[2], ks, e.curve, colors[n], alpha=alpha)
+    continual = [n for n in learners if 'continual' in results[n]]
+    K = max((len(results[n]['continual']['per_task_mean']) for n in continual), default=0)
+    for n in continual:
+        if reasons[(n, 'continual')]: continue
+        c, alpha = results[n]['continual'], min(0.2, 0.6 / len(learners))         # many learners: fainter bands, still apart
+        ks = list(range(1, len(c['per_task_mean']) + 1))
+        drawn[axes[1]] += _bands(axes[1], ks, c['per_task_mean'], c['per_task_ci95'], colors[n], alpha=alpha)
+        drawn[axes[2]] += _bands(axes[2], ks, c['curve_mean'], c['curve_ci95'], colors[n], alpha=alpha)
     axes[1].set_xlabel('task k (order of arrival)'); axes[1].set_ylabel(f'{metric} of task k'); axes[1].set_title('(b) each task after a continual stream')
     axes[2].set_xlabel('tasks learned so far, k'); axes[2].set_ylabel(f'{metric} on tasks 1..k'); axes[2].set_title('(c) continual learning curve')
-    for ax in axes[1:]: ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes[1:]:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if K: ax.set_xlim(0.5, K + 0.5)
+        if not drawn[ax]:                                                            # no healthy learner on a continual stream: say so
+            _note(ax, 'every learner diverged on the continual stream:\nnothing to draw (see the legend and the table)' if continual
+                  else 'no learner was evaluated on a continual stream')
     for ax in axes:
         if reference is not None:
             ax.axhline(reference, color='0.3', ls='--', lw=1.2)
@@ -270,12 +303,13 @@ def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE',
         if limits: ax.set_ylim(*limits)
         if log: _plain_log_ticks(ax)
     # one legend for all panels, below them: learners (and why any diverged), the reference
-    handles = [Line2D([], [], color=colors[n], marker='^' if any(reasons.get((n, o)) for o in orders) else 'o',
-                      label=n + _diverged_note({o: reasons.get((n, o)) for o in orders if (n, o) in by})) for n in learners]
+    handles = [Line2D([], [], color=colors[n], marker='^' if any(reasons[(n, o)] for o in results[n]) else 'o',
+                      label=n + _diverged_note({o: reasons[(n, o)] for o in results[n]})) for n in learners]
     if reference is not None: handles.append(Line2D([], [], color='0.3', ls='--', label=reference_label))
     _shared_legend(fig, handles)
     if title: fig.suptitle(title)
     return fig
+
 
 # %% ../nbs/06_continual.ipynb #12b68200
 @dataclass
@@ -376,36 +410,79 @@ def class_results_dict(evaluations: list[ClassEvaluation]) -> list[dict]:
 
 # %% ../nbs/06_continual.ipynb #1a5f6e15
 def plot_class_results(evaluations: list[ClassEvaluation], k_shot: int = 15, title: str | None = None):
-    "Test accuracy against the number of classes (one panel per order), for the `k_shot` protocol, with 95% CIs, chance (1/N) dashed, diverged learners left out and named."
+    "Test accuracy against the number of classes (one panel per order), for the `k_shot` protocol, with 95% CIs, chance (1/N) dashed, diverged learners left out and named (`plot_class_summary` of `class_results_dict`)."
+    return plot_class_summary(class_results_dict(evaluations), k_shot, title)
+
+def _chance(ax, ways: list[int]) -> None:
+    "Chance, 1/N: a dashed line through the N of the panel and a short level segment at each N, which shows even where there is a single N."
+    ax.plot(ways, [1 / n for n in ways], color='0.3', ls='--', lw=1.2, zorder=1.5)                # under the learners: one at chance shows
+    xs = [x for n in ways for x in (n / 1.12, n * 1.12, math.nan)]              # on the log x axis: the same width at every N
+    ax.plot(xs, [y for n in ways for y in (1 / n, 1 / n, math.nan)], color='0.3', lw=2.4, solid_capstyle='butt', zorder=1.5)
+
+def plot_class_summary(records: list[dict], k_shot: int = 15, title: str | None = None):
+    "`plot_class_results` from the records `class_results_dict` writes (a run's `oml_protocol` in results.json): means and 95% CIs, no per-run values needed."
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator
-    chosen = [e for e in evaluations if e.k_shot == k_shot]
-    orders = list(dict.fromkeys(e.order for e in chosen))
-    learners = list(dict.fromkeys(e.learner for e in chosen))
+    chosen = [r for r in records if r['k_shot'] == k_shot]
+    orders = list(dict.fromkeys(r['order'] for r in chosen))
+    learners = list(dict.fromkeys(r['learner'] for r in chosen))
     colors = {n: f'C{i % 10}' for i, n in enumerate(learners)}
     reasons = {}                                                                    # learner -> {protocol: why it diverged, or None}
     fig, axes = plt.subplots(1, len(orders), figsize=(6.5 * len(orders), 4.8), squeeze=False, layout='constrained')
     for ax, order in zip(axes[0], orders):
-        cells = [e for e in chosen if e.order == order]
+        cells, drawn = [r for r in chosen if r['order'] == order], False
         for name in learners:
             points = []
-            for e in sorted((e for e in cells if e.learner == name), key=lambda e: e.n_way):
-                reason = class_divergence(e)
-                reasons.setdefault(name, {})[f"{order} {e.n_way}-way"] = reason
-                if not reason: points.append((e.n_way, *mean_ci(e.test)))
+            for r in sorted((r for r in cells if r['learner'] == name), key=lambda r: r['n_way']):
+                reason = r.get('diverged') or (None if r['test_accuracy'] is not None else 'no finite accuracy')
+                reasons.setdefault(name, {})[f"{order} {r['n_way']}-way"] = reason
+                if not reason: points.append((r['n_way'], r['test_accuracy'], r['test_ci95'] or 0.0))
             if not points: continue
             n, m, ci = zip(*points)
-            ax.errorbar(n, m, yerr=[0 if math.isnan(c) else c for c in ci], marker='o', capsize=3, color=colors[name])
-        ways = sorted({e.n_way for e in cells})
-        ax.plot(ways, [1 / n for n in ways], color='0.3', ls='--', lw=1.2, zorder=3)                          # chance: 1/N
+            ax.errorbar(n, m, yerr=ci, marker='o', capsize=3, color=colors[name]); drawn = True
+        ways = sorted({r['n_way'] for r in cells})
+        _chance(ax, ways)
         ax.set_xscale('log'); ax.xaxis.set_major_locator(FixedLocator(ways)); ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([str(n) for n in ways]); ax.set_xlim(min(ways) / 1.3, max(ways) * 1.3)
         ax.set_xlabel('classes in the stream, N'); ax.set_ylabel('test accuracy after the stream'); ax.set_ylim(0, 1)
         ax.set_title(f"{'class-incremental' if order == 'continual' else 'iid'} stream, {k_shot} images per class (mean, 95% CI)", fontsize=10)
+        if not drawn: _note(ax, 'every learner diverged on this stream:\nnothing to draw (see the legend and the table)')
     handles = [Line2D([], [], color=colors[n], marker='^' if any(reasons[n].values()) else 'o', label=n + _diverged_note(reasons[n]))
                for n in learners]
-    handles.append(Line2D([], [], color='0.3', ls='--', label='chance (1/N)'))
+    handles.append(Line2D([], [], color='0.3', ls='--', marker='_', ms=12, mew=2.4, label='chance (1/N)'))
     _shared_legend(fig, handles)
     if title: fig.suptitle(title)
     return fig
+
+
+# %% ../nbs/06_continual.ipynb #0d8b57d3
+def _run_label(command: str) -> str | None:
+    "The label `flp` puts in a run's figure titles, from its command line (the first line of command.txt): 'long preset', ' (with overrides)'; None for any other command."
+    words = shlex.split(command.split('#')[0])
+    if len(words) < 2 or words[0] != 'flp': return None
+    preset = next((w.split('=', 1)[1] for w in words if w.startswith('--preset=')), None)
+    if preset is None: preset = words[words.index('--preset') + 1] if '--preset' in words[:-1] else 'quick'
+    options_with_values = {'--preset', '--run-dir', '--data', '--device', '--workers'}
+    values = {words[i + 1] for i, w in enumerate(words[:-1]) if w in options_with_values}
+    overrides = any('=' in w and not w.startswith('-') and w not in values for w in words[2:])
+    return f"{preset} preset" + (' (with overrides)' if overrides else '')
+
+def redraw_results(run_dir, label: str | None = None) -> Path:
+    "Redraw a finished run's results figure (`sine_results.png`, `omniglot_results.png`) from its results.json with the current plots, evaluating nothing; `label` (default: the preset, from command.txt) goes in the title. Returns its path."
+    import matplotlib.pyplot as plt
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / 'results.json').read_text())
+    experiment = results['experiment']
+    cfg = config_from_dict(experiment['config'])
+    command = run_dir / 'command.txt'
+    if label is None and command.is_file() and command.read_text().strip(): label = _run_label(command.read_text().splitlines()[0])
+    title = f"{cfg.task.name}, {label + ', ' if label else ''}{cfg.meta.steps} meta-steps, {experiment['eval_runs']} runs"
+    if 'results' in results:                                                        # sine (flp sine, flp ablate)
+        reference = results.get('zero_predictor_mse')
+        if reference is None: reference = zero_predictor_mse(SimpleNamespace(config=cfg, eval_runs=experiment['eval_runs']))
+        fig, path = plot_results_summary(results['results'], reference=reference, title=title), run_dir / 'sine_results.png'
+    else:                                                                           # classification: OML's protocol, as the run drew it
+        fig, path = plot_class_summary(results['oml_protocol'], experiment['stream_pool'], title), run_dir / f'{cfg.task.name}_results.png'
+    fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
+    return path

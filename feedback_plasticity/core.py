@@ -371,7 +371,9 @@ def get_dtype(name: str) -> torch.dtype:
 
 # %% ../nbs/00_core.ipynb #7f474b1c
 class CheckpointError(FLPError, RuntimeError):
-    "A checkpoint could not be read."
+    "A checkpoint could not be read; `problem` says what is wrong without the advice of what to do (which a fallback makes moot)."
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message); self.problem = problem or message
 
 def previous_checkpoint(path) -> Path:
     "Where `save_checkpoint(path, ..., keep_previous=True)` keeps the checkpoint before the last: `checkpoint.prev.pt` beside `checkpoint.pt`."
@@ -403,12 +405,14 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     "Read a checkpoint written by `save_checkpoint`, safely (`weights_only=True`)."
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: check the path, or start a new run without --resume")
+        problem = f"no checkpoint at {path}"
+        raise CheckpointError(f"{problem}: check the path, or start a new run without --resume", problem)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is damaged or not a feedback_plasticity checkpoint ({type(e).__name__}: {str(e).split('. ')[0]}); "
-                              f"start a new run, or restore a copy of the file") from None
+        detail = str(e).strip().splitlines()[0].split('. ')[0] if str(e).strip() else 'the file ends too early'   # one line
+        problem = f"checkpoint {path} is damaged or not a feedback_plasticity checkpoint ({type(e).__name__}: {detail})"
+        raise CheckpointError(f"{problem}; start a new run, or restore a copy of the file", problem) from None
 
 def load_latest_checkpoint(path, map_location='cpu', log=print) -> dict:
     "`load_checkpoint(path)`; if it is missing or damaged, the previous one (`previous_checkpoint`), setting the damaged file aside as `*.damaged` (kept, never deleted)."
@@ -418,7 +422,7 @@ def load_latest_checkpoint(path, map_location='cpu', log=print) -> dict:
         if not previous.is_file(): raise
         state = load_checkpoint(previous, map_location)      # damaged too: that error, naming it
         if path.exists(): os.replace(path, path.with_name(path.name + '.damaged'))
-        log(f"{e}; resuming from the checkpoint before it ({previous.name}, meta-step {state.get('step', '?')})"
+        log(f"{e.problem}; resuming from the checkpoint before it ({previous.name}, meta-step {state.get('step', '?')})"
             + (f"; the damaged file is kept as {path.name}.damaged" if path.with_name(path.name + '.damaged').exists() else ''))
         return state
 

@@ -14,7 +14,7 @@ from .core import (override, config_from_dict, get_device, save_checkpoint, load
 from .feedback import init_theta, parse_name
 from .meta import meta_train, NonFiniteError
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
-                                           evaluate_classes, class_stream_loss, zero_predictor_mse)
+                                           evaluate_classes, class_stream_loss, zero_predictor_mse, _plain_log_ticks, _note)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
                                              learner_config, training_episodes, search_and_record, open_run_dir, for_each_learner,
                                              LEARNER_NAMES, save_training_figure)
@@ -23,7 +23,7 @@ from .tasks import task_classes
 # %% auto #0
 __all__ = ['SINE_MILESTONES', 'CLASSIFICATION_MILESTONES', 'CPU_SINE_WIDTHS', 'snapshot_path', 'snapshots', 'save_snapshot',
            'train_to_milestones', 'train_curve', 'curve_preset', 'evaluate_curve', 'plasticity_along', 'curve_tables',
-           'plot_curve', 'plot_per_task', 'write_curve_report']
+           'plot_curve', 'plot_per_task', 'write_curve_figures', 'write_curve_report', 'redraw_curve']
 
 # %% ../nbs/09_curves.ipynb #096a25bd
 SINE_MILESTONES = (0, 100, 300, 1000, 3000, 10000, 20000)
@@ -281,32 +281,63 @@ def curve_tables(results: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/09_curves.ipynb #7fadf6a0
+def _values(cells: list[dict], key: str) -> torch.Tensor:
+    "The `key` ('mean', 'ci95') of each cell as a float64 tensor, not a number where JSON held none."
+    return torch.tensor([math.nan if c[key] is None else c[key] for c in cells], dtype=torch.float64)
+
+def _curve_label(results: dict, learner_id: str, name: str, by_step: dict, drawn: set) -> str:
+    "A row's legend entry, which says when its meta-training diverged (the cross), how far it was evaluated, and whether it is drawn at all."
+    notes = []
+    if learner_id in results['diverged'] and 'plasticity off' not in name:
+        steps = sorted(by_step)
+        notes.append(f"meta-training diverged at {results['diverged'][learner_id]['step']:,} (×); "
+                     + (f"only {steps[0]:,} evaluated" if len(steps) == 1 else f"evaluated to {steps[-1]:,}"))
+    if name not in drawn: notes.append('no finite value: not drawn')
+    return name + (' — ' + '; '.join(notes) if notes else '')
+
+def _curve_panel(ax, results: dict, rows: list[tuple], column: str, color_of: dict) -> set:
+    "One panel of `plot_curve`: each row's mean along the milestones with its 95% CI band (kept within the metric's range), a cross where meta-training diverged; returns the names drawn."
+    drawn, longest = set(), 0
+    for learner_id, name, by_step in rows:
+        steps = sorted(s for s in by_step if column in by_step[s])
+        m = _values([by_step[s][column] for s in steps], 'mean'); ci = _values([by_step[s][column] for s in steps], 'ci95').nan_to_num(0.0)
+        if not torch.isfinite(m).any(): continue                                 # e.g. a diverged evaluation: said in words instead
+        style = dict(color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-')
+        ax.plot(steps, m, marker='o', ms=3.5, **style); drawn.add(name); longest = max(longest, int(torch.isfinite(m).sum()))
+        low, high = ((m - ci).clamp_min(1e-300), m + ci) if results['kind'] == 'sine' else ((m - ci).clamp(0, 1), (m + ci).clamp(0, 1))
+        ax.fill_between(steps, low, high, alpha=0.18, color=style['color'], linewidth=0)
+        if learner_id in results['diverged'] and 'plasticity off' not in name:
+            last = max(j for j in range(len(steps)) if math.isfinite(m[j]))
+            ax.plot(steps[last], m[last], marker='x', ms=11, mew=2.5, color=style['color'], clip_on=False)
+    if not drawn: _note(ax, 'no learner has a finite value here:\nevery one diverged (see the legend and curve.md)')
+    elif longest == 1:                                                           # single points, no curve: say why
+        stopped = [n for i, n, _ in rows if i in results['diverged'] and 'plasticity off' not in n]
+        _note(ax, f"{' and '.join(stopped)}:\nmeta-training diverged before\nthe next milestone, so only\nmeta-step {min(min(s) for *_, s in rows)} is drawn (see the legend)"
+              if stopped else 'a single milestone\nevaluated so far:\nno curve yet', x=0.6)           # clear of the points at the left edge
+    return drawn
+
+
+# %% ../nbs/09_curves.ipynb #ff84ae1a
 def plot_curve(results: dict, title: str):
-    "The learning curves: one panel per protocol column (at most three in a row), meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dotted."
+    "The learning curves: one panel per protocol column (at most three in a row), meta-steps on a log axis, a 95% CI band per learner, the zero predictor or chance dotted, diverged meta-training crossed and said in words."
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     rows = _rows(results)
     columns = _columns(rows)
     ncols = min(3, len(columns)); nrows = math.ceil(len(columns) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False, sharey=results['kind'] == 'sine')
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False, sharey=results['kind'] == 'sine', layout='constrained')
     panels, spare = list(axes.flat)[:len(columns)], list(axes.flat)[len(columns):]
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in rows))}   # a learner and its plasticity-off variant share one
+    top, drawn, chance = max(results['milestones']) or 1, set(), False
     for ax, column in zip(panels, columns):
-        for learner_id, name, by_step in rows:
-            steps = sorted(s for s in by_step if column in by_step[s])
-            if not steps: continue
-            m = torch.tensor([by_step[s][column]['mean'] for s in steps]); ci = torch.tensor([by_step[s][column]['ci95'] for s in steps])
-            style = dict(color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-')
-            ax.plot(steps, m, marker='o', ms=3.5, label=name, **style)
-            ax.fill_between(steps, m - ci, m + ci, alpha=0.18, color=style['color'], linewidth=0)
-            if learner_id in results['diverged'] and 'plasticity off' not in name:
-                ax.plot(steps[-1], m[-1], marker='x', ms=11, mew=2.5, color=style['color'])
+        drawn |= _curve_panel(ax, results, rows, column, color_of)
         if results['kind'] == 'sine':
-            ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
+            ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5)
             ax.set_yscale('log'); ax.set_ylabel('query MSE after the stream')
         else:
             if (ways := re.match(r'(\d+)[- ](?:way|classes)', column)):
-                ax.axhline(1 / int(ways.group(1)), color='0.35', linestyle=':', linewidth=1.5, label='chance')
+                ax.axhline(1 / int(ways.group(1)), color='0.35', linestyle=':', linewidth=1.5); chance = True
             ax.set_ylim(0, 1); ax.set_ylabel('test accuracy')
         ax.set_xscale('symlog', linthresh=100, linscale=0.4)
         ticks, labels, shown = results['milestones'], [], None
@@ -314,20 +345,25 @@ def plot_curve(results: dict, title: str):
             room = shown is None or shown == 0 or s / shown >= 1.9
             labels.append((f'{s // 1000}k' if s >= 1000 else str(s)) if room else ''); shown = s if room else shown
         ax.set_xticks(ticks, labels)
-        ax.set_xlim(0, max(results['milestones']) * 1.15)
+        ax.set_xlim(-0.04 * min(100, top), top * 1.15)                           # milestone 0 drawn whole, not cut by the axis
         ax.set_xlabel('meta-steps'); ax.set_title(column); ax.grid(alpha=0.3, which='major')
-    handles, labels = panels[0].get_legend_handles_labels()
+    for ax in panels:
+        if results['kind'] == 'sine': _plain_log_ticks(ax)
+    handles = [Line2D([], [], color=color_of[i], linestyle='--' if 'plasticity off' in n else '-', marker='o', ms=3.5,
+                      label=_curve_label(results, i, n, by_step, drawn)) for i, n, by_step in rows]
+    if results['kind'] == 'sine' or chance:
+        handles.append(Line2D([], [], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0' if results['kind'] == 'sine' else 'chance'))
+    labels = [h.get_label() for h in handles]
     fig.suptitle(title, fontsize=11)
     for ax in spare: ax.axis('off')
     if spare:                                                                    # the legend in the empty panel
-        spare[0].legend(handles, labels, loc='center', fontsize=9.5, frameon=False)
-        fig.tight_layout()
+        spare[0].legend(handles, labels, loc='center', fontsize=9.5 if max(map(len, labels)) < 60 else 8, frameon=False)
         return fig
-    fig.legend(handles, labels, loc='lower center', ncol=min(3, len(labels)), fontsize=8.5, frameon=False)
-    legend_rows = math.ceil(len(labels) / 3)
-    fig.set_figheight(4.4 * nrows + 0.22 * legend_rows)
-    fig.tight_layout(rect=(0, (0.045 * legend_rows + 0.02) / nrows, 1, 1))
+    ncol = max(1, min(3, len(labels), int(fig.get_figwidth() * 72 / (4.4 * max(map(len, labels)) + 40))))   # as many columns as the longest entry leaves room for
+    fig.legend(handles, labels, loc='outside lower center', ncol=ncol, fontsize=8.5, frameon=False)
+    fig.set_figheight(4.4 * nrows + 0.2 * math.ceil(len(labels) / ncol) + 0.2)
     return fig
+
 
 # %% ../nbs/09_curves.ipynb #a70189d3
 def plot_per_task(results: dict, title: str):
@@ -336,32 +372,52 @@ def plot_per_task(results: dict, title: str):
     fig, ax = plt.subplots(figsize=(11, 4.6))
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in _rows(results)))}
+    K, drawn = 0, False
     for learner_id, name, by_step in _rows(results):
         last = max(by_step)
         per_task = by_step[last].get('per_task')
         if not per_task: continue
-        k = torch.arange(1, len(per_task) + 1)
-        m, ci = torch.tensor([c['mean'] for c in per_task]), torch.tensor([c['ci95'] for c in per_task])
-        line, = ax.plot(k, m, marker='o', ms=3.5, color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-',
-                        label=f"{name} ({last} meta-steps)")
-        ax.fill_between(k, m - ci, m + ci, alpha=0.15, color=line.get_color(), linewidth=0)
+        k, K = torch.arange(1, len(per_task) + 1), max(K, len(per_task))
+        m, ci = _values(per_task, 'mean'), _values(per_task, 'ci95').nan_to_num(0.0)
+        style = dict(color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-')
+        if not torch.isfinite(m).any():                                          # diverged: named, not drawn
+            ax.plot([], [], marker='o', ms=3.5, label=f"{name} ({last} meta-steps): no finite value, not drawn", **style); continue
+        ax.plot(k, m, marker='o', ms=3.5, label=f"{name} ({last} meta-steps)", **style); drawn = True
+        ax.fill_between(k, (m - ci).clamp_min(1e-300), m + ci, alpha=0.15, color=style['color'], linewidth=0)   # an MSE is never below 0
     ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
-    ax.set_yscale('log'); ax.set_xticks(range(1, 11))
+    ax.set_yscale('log'); _plain_log_ticks(ax)
+    if K: ax.set_xticks(range(1, K + 1)); ax.set_xlim(0.6, K + 0.4)
+    if not drawn: _note(ax, 'no learner has a finite value here:\nevery one diverged (see curve.md)')
     ax.set_xlabel('function, in order of arrival (1 = learned first)'); ax.set_ylabel('query MSE after the continual stream')
     ax.set_title(title, fontsize=10.5); ax.legend(fontsize=7.5, loc='center left', bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.grid(alpha=0.3); fig.tight_layout()
     return fig
 
+def _curve_title(run_dir: Path, exp, results: dict) -> str:
+    "The figures' title: the task, the network, the meta-batch, the runs and the run folder."
+    cfg = exp.config
+    what = f'sine, {cfg.task.n_tasks} functions' if results['kind'] == 'sine' else f"{cfg.task.name}, {cfg.task.image_size}x{cfg.task.image_size}"
+    return f"{what}; dense widths {', '.join(map(str, cfg.net.dense_widths))}; M = {cfg.meta.meta_batch}; mean ± 95% CI over {results['eval_runs']} runs ({run_dir.name})"
+
+def write_curve_figures(run_dir, exp, results: dict) -> list[Path]:
+    "`curve.png` and (sine) `per_task.png` in `run_dir`, drawn from the evaluated `results` alone; their paths."
+    import matplotlib.pyplot as plt
+    run_dir = Path(run_dir); title = _curve_title(run_dir, exp, results)
+    fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
+    if results['kind'] != 'sine': return [run_dir / 'curve.png']
+    fig = plot_per_task(results, f"What is forgotten after a continual stream of {exp.config.task.n_tasks} functions\n{title}")
+    fig.savefig(run_dir / 'per_task.png', dpi=120, bbox_inches='tight'); plt.close(fig)
+    return [run_dir / 'curve.png', run_dir / 'per_task.png']
+
 def write_curve_report(run_dir, exp, results: dict) -> None:
     "`curve.md`, `curve.png`, `training.png` and (sine) `per_task.png` in `run_dir`."
-    import matplotlib.pyplot as plt
-    run_dir, cfg = Path(run_dir), exp.config
+    run_dir = Path(run_dir)
     (run_dir / 'curve.md').write_text(curve_tables(results))
-    net = ', '.join(map(str, cfg.net.dense_widths))
-    what = 'sine, 10 functions' if results['kind'] == 'sine' else f"{cfg.task.name}, {cfg.task.image_size}x{cfg.task.image_size}"
-    title = f"{what}; dense widths {net}; M = {cfg.meta.meta_batch}; mean ± 95% CI over {results['eval_runs']} runs ({run_dir.name})"
-    fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
-    save_training_figure(run_dir, list(results['cells']), title)
-    if results['kind'] == 'sine':
-        fig = plot_per_task(results, f"What is forgotten after a continual stream of 10 functions\n{title}")
-        fig.savefig(run_dir / 'per_task.png', dpi=120, bbox_inches='tight'); plt.close(fig)
+    write_curve_figures(run_dir, exp, results)
+    save_training_figure(run_dir, list(results['cells']), _curve_title(run_dir, exp, results))
+
+def redraw_curve(run_dir) -> list[Path]:
+    "Redraw `curve.png` and (sine) `per_task.png` of a run of `flp curve` from its curve_results.json with the current plots, evaluating nothing; their paths."
+    run_dir = Path(run_dir)
+    exp, _ = _experiment(run_dir)
+    return write_curve_figures(run_dir, exp, json.loads((run_dir / 'curve_results.json').read_text()))

@@ -17,14 +17,15 @@ from .meta import meta_train, NonFiniteError, resumable_part, world, plot_traini
 from .continual import (Learner, without_plasticity, evaluate_stream, sgd_variant, search_learning_rate, pretrain,
                                            results_table, results_dict, plot_results, stream_loss, evaluate_classes, class_stream_loss,
                                            class_results_table, class_results_dict, plot_class_results, zero_predictor_mse)
-from .tasks import task_classes, make_episode, make_oml_episode
+from .tasks import task_classes, make_episode, make_oml_episode, network_classes, pretraining_batch
 
 # %% auto #0
-__all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'SINE_ABLATION', 'CLASSIFICATION_LEARNERS',
-           'SineExperiment', 'sine_preset', 'learner_config', 'authors_mode', 'oml_config', 'training_episodes',
-           'search_and_record', 'make_learner', 'train_learner', 'run_sine', 'open_run_dir', 'check_experiment',
-           'provenance', 'diverged_learners', 'training_histories', 'save_training_figure', 'save_figure',
-           'for_each_learner', 'ablation_preset', 'ClassificationExperiment', 'classification_preset',
+__all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'NOT_META_TRAINED', 'SINE_ABLATION',
+           'CLASSIFICATION_LEARNERS', 'SineExperiment', 'sine_preset', 'learner_config', 'authors_mode', 'oml_config',
+           'training_episodes', 'training_config', 'search_and_record', 'make_learner', 'train_learner', 'run_sine',
+           'open_run_dir', 'check_run_dir', 'check_experiment', 'check_data', 'provenance', 'diverged_learners',
+           'training_histories', 'diverged_steps', 'missing_curves', 'plot_no_curves', 'save_training_figure',
+           'save_figure', 'for_each_learner', 'ablation_preset', 'ClassificationExperiment', 'classification_preset',
            'omniglot_preset', 'miniimagenet_preset', 'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
@@ -62,7 +63,7 @@ def _stable(cfg: Config, **changes) -> Config:
     return override(cfg, **{'plasticity.eta_bound': 1.0, 'plasticity.normalize_pre': True, 'meta.lr_eta': 1e-2, **changes})
 
 def sine_preset(name: str) -> SineExperiment:
-    "A `SineExperiment` preset: 'tiny' (CI), 'quick' (~10 min CPU), 'long' (~1 h CPU), 'paper' (DESIGN §4, GPU)."
+    "A `SineExperiment` preset: 'tiny' (CI), 'quick' (~10 min CPU), 'long' (~1 h CPU), 'paper' (the paper's settings, GPU)."
     base = preset('paper_sine')
     if name == 'tiny':
         cfg = _stable(preset('tiny'), **{'meta.steps': 40, 'meta.eval_every': 20, 'meta.eval_lifetimes': 8})
@@ -129,6 +130,11 @@ def training_episodes(exp, learner_id: str) -> Callable:
         return functools.partial(make_oml_episode, remember=exp.oml_remember)
     return make_episode
 
+def training_config(exp, learner_id: str) -> Config:
+    "The config learner `learner_id` is (meta- or pre-)trained with: its `learner_config`, with `exp.train_steps_per_task` steps per task where set (meta-training episodes may be shorter than the evaluation protocol's)."
+    cfg = learner_config(exp, learner_id)
+    return override(cfg, **{'task.steps_per_task': exp.train_steps_per_task}) if exp.train_steps_per_task else cfg
+
 def search_and_record(learner: Learner, grid, score: Callable[[Learner], float], log: Callable = print) -> tuple[Learner, dict]:
     "`search_learning_rate`, logged, with what a run directory keeps of it: every score and the chosen learning rate."
     learner, scores = search_learning_rate(learner, grid, score)
@@ -141,12 +147,10 @@ def make_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progr
     return train_learner(exp, learner_id, run_dir, resume, progress, log)[0]
 
 def train_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, progress: bool, log: Callable = print) -> tuple[Learner, dict]:
-    "`make_learner`, and a record of its training: wall time in seconds, and the error if meta-training diverged (else None)."
+    "`make_learner`, and a record of its training: wall time in seconds, and the error and meta-step if meta-training diverged (else None)."
     t0 = time.time()
-    cfg, name = learner_config(exp, learner_id), LEARNER_NAMES[learner_id]
+    cfg, train_cfg, name = learner_config(exp, learner_id), training_config(exp, learner_id), LEARNER_NAMES[learner_id]
     device = get_device(cfg.device)
-    # meta-training episodes may be shorter than the evaluation protocol's
-    train_cfg = override(cfg, **{'task.steps_per_task': exp.train_steps_per_task}) if exp.train_steps_per_task else cfg
     if learner_id == 'pretrain_sgd':
         # as many supervised steps on as many episodes as the meta-trained learners get
         report = Reporter(log, 0, cfg.meta.steps, unit='pretraining step')                 # pretraining has no bar: lines
@@ -166,7 +170,8 @@ def train_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, prog
         result, name, diverged = e.last_good, f"{name} (diverged at meta-step {e.last_good.step})", str(e)
         log(f"  diverged: {e}")
     if result.history: log(f"  eval loss along training: {[round(h['eval_loss'], 3) for h in result.history]} ({result.seconds:.0f} s)")
-    return Learner(name, cfg, {k: v.detach() for k, v in result.theta.items()}), {'seconds': time.time() - t0, 'diverged': diverged}
+    return Learner(name, cfg, {k: v.detach() for k, v in result.theta.items()}), {'seconds': time.time() - t0, 'diverged': diverged,
+                                                                                  'diverged_at': result.step if diverged else None}
 
 # %% ../nbs/07_experiments.ipynb #a8db94be
 def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: bool = True, command: str | None = None,
@@ -174,6 +179,7 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
     "Train and evaluate every learner of `exp`; write the run directory (its figures titled with `label`, e.g. the preset); return the results dict."
     t0 = time.time()
     run_dir = open_run_dir(exp, run_dir, resume, command)
+    if run_dir is not None: log(f"run directory: {run_dir}")                  # said once the run is open, never before a refusal
     seed_everything(exp.config.seed)
     learners, searches = [], {}
     trained, training = _train_all(exp, run_dir, resume, progress, log)
@@ -200,17 +206,29 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
         (run_dir / 'lr_search.json').write_text(strict_json(searches, indent=1))
         title = f"sine, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
         save_figure(plot_results(evaluations, reference=zero, title=title), run_dir / 'sine_results.png')
-        save_training_figure(run_dir, exp.learners, title)
+        save_training_figure(run_dir, exp.learners, title, diverged_steps(training))
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
     return results
 
 # %% ../nbs/07_experiments.ipynb #154783b4
 def open_run_dir(exp, run_dir, resume: bool, command: str | None, may_change: tuple = ()) -> Path | None:
-    "Check `exp`, then create `run_dir` with its config.json and add the command to command.txt. A run is never overwritten: a folder holding files needs `resume`, `resume` needs a run of the same experiment (fields of `may_change` aside), and the folder must be writable."
+    "Check `exp`, the folder (`check_run_dir`) and the data (`check_data`); only then create `run_dir` with its config.json and add the command to command.txt, so that an error leaves no folder behind."
     check_experiment(exp)
-    if run_dir is None: return None
-    run_dir = Path(run_dir)
-    if world()[0] != 0: return run_dir                                       # data parallel: rank 0 writes
+    run_dir = Path(run_dir) if run_dir is not None else None
+    writes = run_dir is not None and world()[0] == 0                          # data parallel: rank 0 writes
+    if writes: check_run_dir(exp, run_dir, resume, may_change)
+    check_data(exp)                                                           # a data error, too, comes before anything is written
+    if not writes: return run_dir
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / 'config.json').write_text(json.dumps(config_to_dict(exp), indent=1))
+        with open(run_dir / 'command.txt', 'a') as f: f.write((command or shlex.join(sys.argv)) + '\n')   # every command that made the run
+    except OSError as e:
+        raise RunDirError(f"cannot write the run to {run_dir} ({e.strerror}); choose a --run-dir you can write to") from None
+    return run_dir
+
+def check_run_dir(exp, run_dir: Path, resume: bool, may_change: tuple = ()) -> Path:
+    "`run_dir`, checked without writing: a run is never overwritten, so a folder holding files needs `resume`, and `resume` needs a run of the same experiment (fields of `may_change` aside)."
     saved = run_dir / 'config.json'
     if resume and not saved.is_file():
         raise RunDirError(f"--resume: {run_dir} holds no run to continue ({'no such folder' if not run_dir.exists() else 'no config.json in it'}); "
@@ -223,12 +241,6 @@ def open_run_dir(exp, run_dir, resume: bool, command: str | None, may_change: tu
         if before != now:
             raise RunDirError(f"{run_dir} holds a run of a different experiment ({', '.join(_differences(before, now))} changed; only meta.steps "
                               f"and device may change on resume); resume with the same settings or choose a new --run-dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(config_to_dict(exp), indent=1))
-        with open(run_dir / 'command.txt', 'a') as f: f.write((command or shlex.join(sys.argv)) + '\n')   # every command that made the run
-    except OSError as e:
-        raise RunDirError(f"cannot write the run to {run_dir} ({e.strerror}); choose a --run-dir you can write to") from None
     return run_dir
 
 def _differences(a: dict, b: dict, prefix: str = '') -> list[str]:
@@ -240,13 +252,42 @@ def _differences(a: dict, b: dict, prefix: str = '') -> list[str]:
     return out
 
 def check_experiment(exp):
-    "`exp`, checked before any work: every field's value (`check_config`), its rule and engine, and every learner's name."
+    "`exp`, checked before any work: every field's value (`check_config`), its rule and engine, every learner's name, and every learner's initial meta-parameters (e.g. plasticity.eta_init inside plasticity.eta_bound)."
     check_config(exp); rule_of(exp.config); engine_for(exp.config)
     if not exp.learners: raise ConfigError("learners is empty; name at least one, e.g. learners=flp_oja,oml")
     for learner_id in exp.learners:
         if learner_id not in LEARNER_NAMES:
             raise ConfigError(f"learners: unknown learner {learner_id!r}; choose from {', '.join(LEARNER_NAMES)}")
+    for learner_id in exp.learners: init_theta(learner_config(exp, learner_id), torch.Generator().manual_seed(0))   # milliseconds
     return exp
+
+# %% ../nbs/07_experiments.ipynb #38dbde66
+def check_data(exp):
+    "`exp`'s data, loaded and checked before any run folder is written: for image classes every split the run uses, one lifetime of each learner's meta-training episode, and both evaluation protocols; nothing for sine."
+    task = exp.config.task
+    if task.name == 'sine': return exp
+    splits = ('train', 'val', 'test') if task.name == 'miniimagenet' else ('train', 'test')
+    classes = {split: network_classes(exp.config, split) for split in splits}  # loaded (once per process) and fit to the network's input
+    generator = torch.Generator().manual_seed(exp.config.seed)
+    for learner_id in exp.learners:                                            # the samplers' own checks, on one lifetime
+        cfg = training_config(exp, learner_id)
+        if learner_id == 'pretrain_sgd': pretraining_batch(cfg, 1, generator)
+        elif learner_id not in ('scratch_sgd', 'flp_untrained'): training_episodes(exp, learner_id)(cfg, 1, generator)
+    needed = exp.stream_pool + exp.test_per_class
+    for split in splits[1:]:                                                   # the learning-rate search's and the evaluation's classes
+        if classes[split].n_per_class < needed:
+            raise ConfigError(f"the {'validation' if split == 'val' else split} classes have {classes[split].n_per_class} images each, but the evaluation takes {needed} of each: "
+                              f"stream_pool={exp.stream_pool} for the stream and test_per_class={exp.test_per_class} others for the test; "
+                              f"lower those, or use data with more images per class")
+    if max(exp.shots) > exp.stream_pool:
+        raise ConfigError(f"shots={exp.shots}: a k-shot stream takes its images from the first stream_pool={exp.stream_pool} of a class; "
+                          f"lower shots or raise stream_pool")
+    n_out = exp.config.net.dense_widths[-1]
+    if len(classes['test']) > n_out:
+        raise ConfigError(f"OML's protocol streams all {len(classes['test'])} test classes, one output unit each, but the network has "
+                          f"{n_out}: widen the last layer (net.dense_widths)")
+    return exp
+
 
 # %% ../nbs/07_experiments.ipynb #a88f39f5
 def _cpu_model() -> str:
@@ -292,19 +333,67 @@ def training_histories(run_dir, learner_ids) -> dict[str, list[dict]]:
         if any(l.strip() for l in lines): out[LEARNER_NAMES.get(i, i)] = [json.loads(l) for l in lines if l.strip()]
     return out
 
-def save_training_figure(run_dir, learner_ids, title: str) -> Path | None:
-    "`training.png` in `run_dir`: the training curves of the learners that kept a history (`plot_training`); none is written (and an older one is removed) when none did, e.g. with `meta.eval_every=0`."
+def diverged_steps(training: dict[str, dict]) -> dict[str, int]:
+    "The meta-step at which each learner whose meta-training diverged stopped (learner id -> step), from `train_learner`'s records."
+    return {i: r['diverged_at'] for i, r in training.items() if r.get('diverged_at') is not None}
+
+NOT_META_TRAINED = {'flp_untrained': 'not meta-trained (FLP at its initial meta-parameters)',
+                    'scratch_sgd': 'not trained (SGD from a random start)',
+                    'pretrain_sgd': 'not meta-trained (supervised pretraining: no held-out meta-loss)'}
+
+def missing_curves(run_dir, learner_ids, diverged_at: dict[str, int] | None = None) -> dict[str, str]:
+    "Why each learner of `learner_ids` that kept no history in `run_dir` has no training curve, in words, by name; where it diverged comes from `diverged_at` (learner id -> meta-step), else from `learners/<id>/diverged.json` (`flp curve`)."
+    saved = Path(run_dir) / 'config.json'
+    every = json.loads(saved.read_text())['config']['meta'].get('eval_every') if saved.is_file() else None
+    kept, out = training_histories(run_dir, learner_ids), {}
+    for i in learner_ids:
+        name, stopped = LEARNER_NAMES.get(i, i), Path(run_dir) / 'learners' / i / 'diverged.json'
+        if name in kept: continue
+        step = (diverged_at or {}).get(i, json.loads(stopped.read_text())['step'] if stopped.is_file() else None)
+        off = 'no held-out loss recorded (meta.eval_every=0: no evaluation during meta-training)'
+        if i in NOT_META_TRAINED: out[name] = NOT_META_TRAINED[i]
+        elif step is not None: out[name] = f"diverged at meta-step {step}" + ('; ' + off if every == 0 else ', before its first held-out evaluation')
+        elif every == 0: out[name] = off
+        else: out[name] = f"no held-out loss recorded (no history in learners/{i}/)"
+    return out
+
+
+# %% ../nbs/07_experiments.ipynb #5e1b95de
+def plot_no_curves(notes: dict[str, str], title: str):
+    "The training figure when no learner kept a history: in words, one line per learner, why it has no curve (`notes`: name -> reason)."
+    import matplotlib.pyplot as plt
+    height = 1.3 + 0.3 * len(notes)                                            # inches: title, heading, one line per learner
+    fig = plt.figure(figsize=(10, height))
+    below = lambda inches: 1 - inches / height                                  # a height from the top, as a figure fraction
+    fig.text(0.5, below(0.1), title, ha='center', va='top', fontsize=12.5)
+    fig.text(0.5, below(0.45), 'No training curves: no learner recorded a held-out loss during meta-training',
+             ha='center', va='top', fontsize=11, color='0.3')
+    # two columns, centred together: the learners, right-aligned, and why each has no curve
+    column = dict(y=below(0.9), va='top', fontsize=11, linespacing=1.7)
+    names = fig.text(0, s='\n'.join(notes), ha='right', weight='bold', **column)
+    whys = fig.text(0, s='\n'.join(notes.values()), ha='left', **column)
+    renderer, gap = fig.canvas.get_renderer(), 0.015
+    width = lambda text: text.get_window_extent(renderer).width / fig.bbox.width      # as a figure fraction
+    edge = 0.5 - (width(names) + gap + width(whys)) / 2 + width(names)
+    names.set_x(edge); whys.set_x(edge + gap)
+    return fig
+
+def save_training_figure(run_dir, learner_ids, title: str, diverged_at: dict[str, int] | None = None) -> Path:
+    "`training.png` in `run_dir`, always: the training curves of the learners that kept a history (`plot_training`) and, in words, why the others have none (`missing_curves`); with no curve at all, only the words."
     path, histories = Path(run_dir) / 'training.png', training_histories(run_dir, learner_ids)
-    if not histories:
-        path.unlink(missing_ok=True)
-        return None
-    return save_figure(plot_training(histories, f"meta-training: {title}"), path)
+    notes, title = missing_curves(run_dir, learner_ids, diverged_at), f"meta-training: {title}"
+    if not histories: return save_figure(plot_no_curves(notes, title), path)
+    fig = plot_training(histories, title)
+    if notes: fig.text(0.01, 0.0, '\n'.join(f"No curve for {name}: {why}" for name, why in notes.items()), ha='left', va='top',
+                       fontsize=9.5, linespacing=1.5)
+    return save_figure(fig, path)
 
 def save_figure(fig, path) -> Path:
     "Write `fig` to `path` and close it."
     import matplotlib.pyplot as plt
     fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
     return Path(path)
+
 
 # %% ../nbs/07_experiments.ipynb #4ff81d2c
 def _tagged(learner_id: str, log: Callable) -> Callable:
@@ -374,7 +463,7 @@ class ClassificationExperiment:
 
 # %% ../nbs/07_experiments.ipynb #cb15774c
 def classification_preset(dataset: str, name: str) -> ClassificationExperiment:
-    "A `ClassificationExperiment` preset for `dataset` ('omniglot', 'miniimagenet'): 'tiny' (CI, seconds), 'quick' (28x28, ~15 min on a 2-core CPU), 'paper' (DESIGN §4, GPU)."
+    "A `ClassificationExperiment` preset for `dataset` ('omniglot', 'miniimagenet'): 'tiny' (CI, seconds), 'quick' (28x28, ~15 min on a 2-core CPU), 'paper' (the paper's settings, GPU)."
     if dataset not in ('omniglot', 'miniimagenet'): raise ConfigError(f"unknown data set {dataset!r}; choose 'omniglot' or 'miniimagenet'")
     channels = 1 if dataset == 'omniglot' else 3
     paper = override(preset('paper_omniglot'), **{'task.name': dataset, 'net.in_shape': f'{channels},84,84'})
@@ -414,7 +503,8 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
                        log: Callable = print, label: str | None = None) -> dict:
     "Train and evaluate every learner of `exp` on its image classes with both protocols; write the run directory (its figures titled with `label`, e.g. the preset); return the results dict."
     t0 = time.time()
-    run_dir = open_run_dir(exp, run_dir, resume, command)
+    run_dir = open_run_dir(exp, run_dir, resume, command)                    # the data are loaded and checked there, before any writing
+    if run_dir is not None: log(f"run directory: {run_dir}")
     seed_everything(exp.config.seed)
     task = exp.config.task
     test = task_classes(task, 'test')
@@ -452,6 +542,6 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
         (run_dir / 'results.md').write_text(tables + '\n')
         title = f"{task.name}, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
         save_figure(plot_class_results(oml_protocol, exp.stream_pool, title=title), run_dir / f'{task.name}_results.png')
-        save_training_figure(run_dir, exp.learners, title)
+        save_training_figure(run_dir, exp.learners, title, diverged_steps(training))
     log('\n' + tables + f"\n\n(mean ± 95% CI over {exp.eval_runs} runs; chance is 1/N; {time.time() - t0:.0f} s)")
     return results

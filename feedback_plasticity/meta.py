@@ -20,7 +20,7 @@ from .tasks import make_episode
 # %% auto #0
 __all__ = ['PARAM_GROUPS', 'EXPLODING', 'group_of', 'make_optimizer', 'make_scheduler', 'NonFiniteError', 'check_finite', 'world',
            'average_over_ranks', 'GraphedMetaGradient', 'meta_step', 'Reporter', 'TrainResult', 'held_out_loss',
-           'resumable_part', 'meta_train', 'plot_training']
+           'resumable_part', 'save_state', 'restore_state', 'meta_train', 'plot_training']
 
 # %% ../nbs/05_meta.ipynb #89e2a588
 PARAM_GROUPS = {'weights': ('W', 'b'), 'feedback': ('B', 'c'), 'plasticity': ('eta',), 'strengths': ('s',)}
@@ -62,6 +62,18 @@ def _worst_entry(name: str, v: torch.Tensor) -> str:
     index = ', '.join(str(int(j)) for j in torch.unravel_index(torch.tensor(flat), v.shape)) if v.dim() else ''
     return f"{name}[{index}] = {v.flatten()[flat].item():.3g}"
 
+def _divergence_advice(theta: dict, step: int) -> str:
+    "Each parameter group's largest entry, and what to change: plasticity only when some coefficient is nonzero, a meta learning rate only after a meta-step."
+    groups = {}
+    for k, v in theta.items(): groups.setdefault(group_of(k), {})[k] = v.detach()
+    largest = {g: max(vs, key=lambda k: vs[k].abs().max()) for g, vs in groups.items()}
+    where = ', '.join(f"{g} {_worst_entry(k, groups[g][k])}" for g, k in largest.items())
+    plastic = any(v.abs().max() > 0 for v in groups.get('plasticity', {}).values())
+    cause = ("lower plasticity.eta_init, or bound the updates (plasticity.eta_bound, plasticity.normalize_pre)" if plastic else
+             "plasticity is off (every coefficient is 0), so the network itself diverged: lower its scale (net.output_gain, the initial weights)")
+    after = "; or, since meta-training moved it here, the meta learning rate of the group that grew (meta.lr_weights, meta.lr_feedback, meta.lr_eta)" if step else ''
+    return f"largest entry per group: {where}. To fix: {cause}{after}"
+
 def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | None = None):
     "Raise `NonFiniteError` naming the meta-step and the cause: the episode's data, the meta-parameters, a diverged lifetime, or a parameter group whose meta-gradient is non-finite or explodes (its worst entry)."
     if not torch.isfinite(loss).all() or loss.abs().max() > EXPLODING:
@@ -71,11 +83,7 @@ def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | 
         if broken := _nonfinite({k: v.detach() for k, v in theta.items()}):
             raise NonFiniteError(f"meta-step {step}: the meta-parameters hold non-finite values ({', '.join(broken)}); "
                                  f"start from a checkpoint made before they went bad")
-        etas = {k: v.detach() for k, v in theta.items() if group_of(k) == 'plasticity'}
-        largest = max(etas, key=lambda k: etas[k].abs().max()) if etas else None
-        raise NonFiniteError(f"meta-step {step}: the meta-loss is {loss.max().item():.3g}, so a lifetime diverged"
-                             + (f" (largest plasticity coefficient {_worst_entry(largest, etas[largest])})" if largest else '')
-                             + ". Lower plasticity.eta_init or meta.lr_eta, or bound the updates (plasticity.eta_bound, plasticity.normalize_pre)")
+        raise NonFiniteError(f"meta-step {step}: the meta-loss is {loss.max().item():.3g}, so a lifetime diverged; " + _divergence_advice(theta, step))
     bad = {}
     for name, v in theta.items():
         if v.grad is None: continue
@@ -84,7 +92,8 @@ def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | 
     if bad:
         where = '; '.join(f"group {g!r} ({', '.join(entries)})" for g, entries in bad.items())
         raise NonFiniteError(f"meta-step {step}: the meta-gradient is non-finite or exploding (past {EXPLODING:.0e}) in {where}. "
-                             f"Lower that group's learning rate (meta.lr_...) or set meta.clip_grad_norm")
+                             + ("Lower that group's meta learning rate (meta.lr_...) or set meta.clip_grad_norm" if step else
+                                "At meta-step 0 no meta learning rate has acted yet: the initial meta-parameters make it (lower net.output_gain or plasticity.eta_init), or set meta.clip_grad_norm"))
 
 # %% ../nbs/05_meta.ipynb #76004bdd
 def world() -> tuple[int, int]:
@@ -174,7 +183,8 @@ class Reporter:
         rate = (done - self.start) / max(now - self.t0, 1e-9)
         loss = f": meta-loss {running:.4g}" if running is not None else ''
         held_out = f", held-out {history[-1]['eval_loss']:.4g}" if history and 'eval_loss' in history[-1] else ''
-        left = f", {(self.end - done) / rate / 60:.0f} min left" if done < self.end and rate > 0 else ''
+        minutes = (self.end - done) / rate / 60 if done < self.end and rate > 0 else None
+        left = '' if minutes is None else ', <1 min left' if minutes < 1 else f", {minutes:.0f} min left"
         self.log(f"{self.unit} {done}/{self.end}{loss}{held_out} ({rate:.2g} {self.unit}s/s{left})")
 
 
@@ -210,6 +220,35 @@ def _config_matches(saved: dict, cfg: Config):
         raise CheckpointError(f"the checkpoint was made with a different config ({', '.join(diff)}); resume with the same config "
                               f"(only meta.steps may change) or start a new run directory")
 
+# %% ../nbs/05_meta.ipynb #1aff28f7
+def save_state(run_dir: Path, cfg: Config, theta: dict, optimizer, scheduler, episodes, history: list, step: int, running) -> None:
+    "Write the run's checkpoint (atomically, keeping the previous one as `checkpoint.prev.pt`) and its `history.jsonl`."
+    save_checkpoint(run_dir / 'checkpoint.pt', {'theta': {k: v.detach() for k, v in theta.items()}, 'optimizer': optimizer.state_dict(),
+                                                'scheduler': scheduler.state_dict(), 'episode_rng': episodes.get_state(), 'rng': rng_state(),
+                                                'config': config_to_dict(cfg), 'history': history, 'step': step, 'running_loss': running},
+                    keep_previous=True)
+    with open(run_dir / 'history.jsonl', 'w') as f:
+        for h in history: f.write(json.dumps(h) + '\n')
+
+def restore_state(state: dict, cfg: Config, theta: dict, optimizer, scheduler, episodes) -> tuple:
+    "Put a checkpoint's state back in place (θ, the optimiser, the schedule, both random generators), after checking that it was made by the same config; returns (history, step, running meta-loss)."
+    _config_matches(state['config'], cfg)
+    with torch.no_grad():
+        for k, v in state['theta'].items(): theta[k].copy_(v)
+    optimizer.load_state_dict(state['optimizer']); scheduler.load_state_dict(state['scheduler'])
+    episodes.set_state(state['episode_rng'].cpu())
+    set_rng_state(state['rng'])
+    return state['history'], state['step'], state['running_loss']
+
+def _stopped_at(e: NonFiniteError, ckpt_path: Path | None, last_good: TrainResult) -> NonFiniteError:
+    "The error that ends meta-training at a non-finite or exploding meta-step: says where the last good state is, and carries it (θ is untouched: the check precedes the step)."
+    saved = ckpt_path is not None and ckpt_path.exists()
+    error = NonFiniteError(f"{e}. " + (f"The last good state is in {ckpt_path} (meta-step {load_checkpoint(ckpt_path)['step']})" if saved
+                                       else "No checkpoint was written before this"))
+    error.last_good = last_good
+    return error
+
+
 # %% ../nbs/05_meta.ipynb #73acf13b
 def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callable | None = None, progress: bool = True,
                stop_after: int | None = None, theta: dict | None = None, draw_episode: Callable = make_episode,
@@ -229,23 +268,12 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
     history, start, running = [], 0, None
     if resume:
         if ckpt_path is None: raise ConfigError("resume=True needs a run_dir with a checkpoint")
-        state = load_latest_checkpoint(ckpt_path, map_location=device, log=log or print)
-        _config_matches(state['config'], cfg)
-        with torch.no_grad():
-            for k, v in state['theta'].items(): theta[k].copy_(v)
-        optimizer.load_state_dict(state['optimizer']); scheduler.load_state_dict(state['scheduler'])
-        episodes.set_state(state['episode_rng'].cpu())
-        set_rng_state(state['rng']); history, start, running = state['history'], state['step'], state['running_loss']
+        history, start, running = restore_state(load_latest_checkpoint(ckpt_path, map_location=device, log=log or print), cfg, theta, optimizer, scheduler, episodes)
     evaluate = evaluate or (held_out_loss(cfg, device, cfg.meta.eval_lifetimes, cfg.seed + 10 ** 6, draw_episode) if cfg.meta.eval_every else None)
 
     def checkpoint(step):
-        if ckpt_path is None or rank != 0: return                                 # one writer: rank 0
-        save_checkpoint(ckpt_path, {'theta': {k: v.detach() for k, v in theta.items()}, 'optimizer': optimizer.state_dict(),
-                                    'scheduler': scheduler.state_dict(), 'episode_rng': episodes.get_state(), 'rng': rng_state(),
-                                    'config': config_to_dict(cfg), 'history': history, 'step': step, 'running_loss': running},
-                        keep_previous=True)
-        with open(run_dir / 'history.jsonl', 'w') as f:
-            for h in history: f.write(json.dumps(h) + '\n')
+        if ckpt_path is not None and rank == 0:                                     # one writer: rank 0
+            save_state(run_dir, cfg, theta, optimizer, scheduler, episodes, history, step, running)
 
     t0, end = time.time(), cfg.meta.steps if stop_after is None else min(cfg.meta.steps, stop_after)
     steps = range(start, end)
@@ -266,12 +294,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
         # 2-6. lifetimes, meta-loss, backward, check, step
         if cfg.compute.cuda_graph and graphed is None: graphed = GraphedMetaGradient(theta, cfg, episode)
         try: loss = meta_step(theta, optimizer, cfg, episode, step, graphed)
-        except NonFiniteError as e:
-            saved = ckpt_path is not None and ckpt_path.exists()
-            error = NonFiniteError(f"{e}. " + (f"The last good state is in {ckpt_path} (meta-step {load_checkpoint(ckpt_path)['step']})" if saved
-                                               else "No checkpoint was written before this"))
-            error.last_good = TrainResult(theta, history, step, time.time() - t0)   # theta is untouched: the check precedes the step
-            raise error from None
+        except NonFiniteError as e: raise _stopped_at(e, ckpt_path, TrainResult(theta, history, step, time.time() - t0)) from None
         scheduler.step()
         running = loss if running is None else 0.95 * running + 0.05 * loss
         done = step + 1
@@ -295,17 +318,36 @@ def _log_if_wide(ax, axis: str, ratio: float = 20.0):
     getattr(ax, f'set_{axis}scale')('log')
     getattr(ax, f'{axis}axis').set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
 
+def _single_evaluation(axes, histories: dict[str, list[dict]]) -> None:
+    "Where every history holds one and the same meta-step, there is no curve: x from 0 to past that step, y from 0 (a loss) to past the values, and a note that says so."
+    steps = {h['step'] for history in histories.values() for h in history}
+    if len(steps) != 1: return
+    step = steps.pop()
+    axes[0].set_xlim(0, max(step, 1) * 1.4); axes[0].set_xticks(sorted({0, step}))    # shared by both panels
+    for ax in axes:
+        top = max((v for line in ax.lines for v in line.get_ydata() if v == v), default=None)
+        if top is not None and ax.get_yscale() == 'linear' and top > 0: ax.set_ylim(0, top * 1.3)
+        ax.text(0.03, 0.96, f'one evaluation so far (meta-step {step}): no curve yet', transform=ax.transAxes, va='top', fontsize=8.5, color='0.3')
+
 def plot_training(histories: dict[str, list[dict]], title: str = ''):
     "Held-out loss and running meta-loss against the meta-step, one line per learner, from each learner's `history` (`TrainResult.history` or its `history.jsonl`)."
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for name, history in histories.items():
         steps = [h['step'] for h in history]
-        line, = axes[0].plot(steps, [h.get('eval_loss', float('nan')) for h in history], marker='.', label=name)
-        axes[1].plot(steps, [h['meta_loss'] for h in history], marker='.', color=line.get_color())
+        values = [[h.get('eval_loss', float('nan')) for h in history], [h['meta_loss'] for h in history]]
+        style = dict(marker='o', ms=7) if len(history) == 1 else dict(marker='.')     # a single point: a marker that shows, and its value
+        line, = axes[0].plot(steps, values[0], label=name, **style)
+        axes[1].plot(steps, values[1], color=line.get_color(), **style)
+        if len(history) == 1:
+            for ax, (v,) in zip(axes, values):
+                if v == v: ax.annotate(f'{v:.3g}', (steps[0], v), xytext=(8, 0), textcoords='offset points', va='center', fontsize=9, color=line.get_color())
     for ax, what in zip(axes, ['held-out loss (query, fixed lifetimes)', 'meta-loss (running mean)']):
         _log_if_wide(ax, 'x'); _log_if_wide(ax, 'y')
         ax.set_xlabel('meta-step'); ax.set_ylabel(what); ax.grid(alpha=0.3, which='both')
+        if ax.get_xscale() == 'linear': ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # meta-steps are whole numbers
+    _single_evaluation(axes, histories)
     axes[0].set_title('(a) held-out loss'); axes[1].set_title('(b) meta-training loss')
     if histories: fig.legend(loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title or 'meta-training'); fig.tight_layout()

@@ -14,8 +14,9 @@ from .kernels import fused_forward_steps, fused_backward, release_step_buffers
 
 # %% auto #0
 __all__ = ['scaled_eta', 'decay_of', 'rule_bracket', 'plastic_step', 'plastic_unstep', 'eta_sum', 'plastic_vjp',
-           'posts_vjp_by_autograd', 'forward_step', 'backward_step', 'walk_forward', 'walk_back', 'ReversibleSteps',
-           'with_coefficients', 'fused_run_steps', 'reversible_steps']
+           'posts_vjp_by_autograd', 'StepSetting', 'forward_step', 'pass_backward', 'rule_backward', 'posts_backward',
+           'backward_step', 'walk_forward', 'replay_chunk', 'walk_back', 'ReversibleSteps', 'with_coefficients',
+           'fused_run_steps', 'reversible_steps']
 
 # %% ../nbs/03a_reversible.ipynb #8852f2aa
 def scaled_eta(theta: dict, layer: Layer, cfg: Config) -> torch.Tensor:
@@ -92,56 +93,82 @@ def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tenso
     d_fast = {l: g for (kind, l), g in found.items() if kind == 'W' and g is not None}
     return d_acts, d_meta, d_fast
 
-def forward_step(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict,
-                 eta_row_max: dict) -> tuple:
+
+# %% ../nbs/03a_reversible.ipynb #8f68af63
+@dataclass(frozen=True)
+class StepSetting:
+    "What every step of one walk shares: θ (detached), the layers, the config, each plastic layer's η̄ (`k_eta`), the index `first` of the walk's input $h$ (the frozen layers' output), and whether ∂L/∂h is wanted."
+    theta: dict
+    layers: tuple
+    cfg: Config
+    k_eta: dict
+    first: int
+    need_h: bool = False
+    @property
+    def oja(self) -> bool: return self.cfg.plasticity.rule == 'oja'
+    @property
+    def plastic(self) -> list: return [layer for layer in self.layers if layer.plastic]
+
+def forward_step(s: StepSetting, W: dict, h: torch.Tensor, y: torch.Tensor, eta_row_max: dict) -> tuple:
     "One plastic step of every layer on the represented minibatch `h` `(M, b, n)`: (new `W` `{l: (M, n_out, n_in)}`, activities, postsynaptic terms, $\\max|\\bar\\eta\\odot d|$ or None); `eta_row_max` holds each row's largest $|\\bar\\eta|$."
-    oja = cfg.plasticity.rule == 'oja'
     fast = {f'W{l}': w for l, w in W.items()}
-    acts = plastic_forward(theta, fast, h, layers)
-    posts = rule_of(cfg).posts(theta, fast, acts, y, layers, cfg)
-    new = {l: plastic_step(w, acts[l - 1], posts[l], k_eta[l], oja) for l, w in W.items()}
+    acts = plastic_forward(s.theta, fast, h, list(s.layers))
+    posts = rule_of(s.cfg).posts(s.theta, fast, acts, y, list(s.layers), s.cfg)
+    new = {l: plastic_step(w, acts[l - 1], posts[l], s.k_eta[l], s.oja) for l, w in W.items()}
     # the largest |η̄ ⊙ d| of the step, which decides whether undoing it is safe (Oja)
-    largest = torch.stack([(eta_row_max[l] * decay_of(posts[l])).amax() for l in W]).amax() if oja else None
+    largest = torch.stack([(eta_row_max[l] * decay_of(posts[l])).amax() for l in W]).amax() if s.oja else None
     return new, {l: acts[l] for l in W}, {l: posts[l] for l in W}, largest
 
-def backward_step(theta: dict, W: dict, G: dict, d_acts: dict, now: dict | None, earlier: dict | None, earlier_posts: dict | None,
-                  y_earlier: torch.Tensor | None, layers: list[Layer], cfg: Config, k_eta: dict, sums: dict, first: int,
-                  need_h: bool, W_earlier: dict | None = None) -> tuple:
+
+# %% ../nbs/03a_reversible.ipynb #8aee19f3
+def pass_backward(s: StepSetting, layer: Layer, W: dict, G: dict, d_acts: dict, d_b: dict, now: dict) -> None:
+    "(1) The forward pass's backward of step τ for `layer`, with `W` = W(τ): adds to `G`, `d_acts` and `d_b` (the step's own dicts)."
+    l = layer.index
+    # ∂z_l = ∂a_l ⊙ φ'(z_l)
+    dz = d_acts[l] if layer.output else d_acts[l] * (now[l] > 0)          # (M, b, n_out)
+    if l in d_b: d_b[l] = d_b[l] + dz.sum((0, 1))
+    # G += ∂z_lᵀ a_{l-1}
+    G[l] = torch.baddbmm(G[l], dz.transpose(1, 2), now[l - 1])            # (M, n_out, n_in)
+    if l - 1 != s.first or s.need_h:
+        # ∂a_{l-1} += ∂z_l W_l
+        d_acts[l - 1] = torch.baddbmm(d_acts[l - 1], dz, W[l]) if l - 1 in d_acts else torch.bmm(dz, W[l])  # (M, b, n_in)
+
+def rule_backward(s: StepSetting, layer: Layer, W: dict, G: dict, d_eta: dict, pre: torch.Tensor, post: torch.Tensor,
+                  W_earlier: dict | None) -> tuple:
+    "(2) The rule's backward of step τ-1 for `layer`: `W[l]` becomes W(τ-1) (undone, or `W_earlier`'s if replayed), `G[l]` ∂L/∂W(τ-1)|rule, `d_eta` gains Σ G' ⊙ R; returns (∂L/∂pre or None, ∂L/∂post)."
+    l = layer.index
+    # W(τ-1) and R(τ-1): undone, or replayed from the boundary
+    if W_earlier is None: W[l], R = plastic_unstep(W[l], pre, post, s.k_eta[l], s.oja)
+    else: W[l], R = W_earlier[l], rule_bracket(W_earlier[l], pre, post, s.oja)
+    G[l], GR, d_pre, d_post = plastic_vjp(G[l], W[l], R, pre, post, s.k_eta[l], s.oja, l - 1 != s.first or s.need_h)
+    # ∂L/∂η̄ += Σ_m G' ⊙ R
+    if l in d_eta: d_eta[l] = d_eta[l] + eta_sum(GR, d_eta[l])
+    return d_pre, d_post
+
+def posts_backward(s: StepSetting, W: dict, G: dict, earlier: dict, y_earlier: torch.Tensor, d_posts: dict, names: list) -> tuple:
+    "(3) The postsynaptic terms' backward of step τ-1: (∂L/∂a of step τ-1 through them, ∂L/∂ of the feedback meta-parameters `names`); what reaches the fast weights (SGD) is added to `G`."
+    rule, layers = rule_of(s.cfg), list(s.layers)
+    if rule.posts_vjp is not None: return rule.posts_vjp(s.theta, earlier, y_earlier, layers, s.cfg, d_posts)
+    if rule.fast_vjp is not None:                                          # posts of the fast weights, no meta-parameters (SGD)
+        (from_posts, d_fast), d_meta = rule.fast_vjp(W, earlier, y_earlier, layers, s.cfg, d_posts), {}
+    else: from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, s.theta, W, earlier, y_earlier, layers, s.cfg, d_posts, names)
+    for l, g in d_fast.items(): G[l] = G[l] + g
+    return from_posts, d_meta
+
+def backward_step(s: StepSetting, W: dict, G: dict, d_acts: dict, now: dict | None, earlier: dict | None, earlier_posts: dict | None,
+                  y_earlier: torch.Tensor | None, sums: dict, W_earlier: dict | None = None) -> tuple:
     "One step of the walk at τ: the forward pass's backward of step τ (activities `now`, weights `W` = W(τ)), then the rule's backward of step τ-1 (`earlier`, `earlier_posts`), which turns `W` into W(τ-1) (undone, or `W_earlier` if replayed). Returns (W(τ-1), G, ∂L/∂a of step τ-1, `sums` with this step added, ∂L/∂h of step τ or None)."
-    rule, oja = rule_of(cfg), cfg.plasticity.rule == 'oja'
     W, G, d_acts, d_eta, d_b = dict(W), dict(G), dict(d_acts), dict(sums['eta']), dict(sums['b'])
     d_earlier, d_posts = {}, {}
-    for layer in reversed([layer for layer in layers if layer.plastic]):     # top layer first
-        l, need_below = layer.index, layer.index - 1 != first or need_h
-        if now is not None and l in d_acts:                                  # 1. the forward pass's backward of step τ
-            # ∂z_l = ∂a_l ⊙ φ'(z_l)
-            dz = d_acts[l] if layer.output else d_acts[l] * (now[l] > 0)     # (M, b, n_out)
-            if l in d_b: d_b[l] = d_b[l] + dz.sum((0, 1))
-            # G += ∂z_lᵀ a_{l-1}
-            G[l] = torch.baddbmm(G[l], dz.transpose(1, 2), now[l - 1])       # (M, n_out, n_in)
-            if need_below:
-                # ∂a_{l-1} += ∂z_l W_l
-                d_acts[l - 1] = torch.baddbmm(d_acts[l - 1], dz, W[l]) if l - 1 in d_acts else torch.bmm(dz, W[l])  # (M, b, n_in)
-        if earlier is not None:                                              # 2. the rule's backward of step τ-1
-            pre, post = earlier[l - 1], earlier_posts[l]
-            # W(τ-1) and R(τ-1): undone, or replayed from the boundary
-            if W_earlier is None: W[l], R = plastic_unstep(W[l], pre, post, k_eta[l], oja)
-            else: W[l], R = W_earlier[l], rule_bracket(W_earlier[l], pre, post, oja)
-            G[l], GR, d_pre, d_posts[l] = plastic_vjp(G[l], W[l], R, pre, post, k_eta[l], oja, need_below)
-            # ∂L/∂η̄ += Σ_m G' ⊙ R
-            if l in d_eta: d_eta[l] = d_eta[l] + eta_sum(GR, d_eta[l])
-            if d_pre is not None: d_earlier[l - 1] = d_pre
-    d_h = d_acts.get(first) if now is not None and need_h else None
+    for layer in reversed(s.plastic):                                      # top layer first
+        if now is not None and layer.index in d_acts: pass_backward(s, layer, W, G, d_acts, d_b, now)
+        if earlier is None: continue
+        d_pre, d_posts[layer.index] = rule_backward(s, layer, W, G, d_eta, earlier[layer.index - 1], earlier_posts[layer.index], W_earlier)
+        if d_pre is not None: d_earlier[layer.index - 1] = d_pre
+    d_h = d_acts.get(s.first) if now is not None and s.need_h else None
     d_feedback = dict(sums['feedback'])
-    if earlier is not None:                                                  # 3. the postsynaptic terms' backward of step τ-1
-        if rule.posts_vjp is not None:
-            from_posts, d_meta = rule.posts_vjp(theta, earlier, y_earlier, layers, cfg, d_posts)
-        elif rule.fast_vjp is not None:                                      # posts of the fast weights, no meta-parameters (SGD)
-            (from_posts, d_fast), d_meta = rule.fast_vjp(W, earlier, y_earlier, layers, cfg, d_posts), {}
-            for l, g in d_fast.items(): G[l] = G[l] + g
-        else:
-            from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, theta, W, earlier, y_earlier, layers, cfg, d_posts, list(d_feedback))
-            for l, g in d_fast.items(): G[l] = G[l] + g
+    if earlier is not None:
+        from_posts, d_meta = posts_backward(s, W, G, earlier, y_earlier, d_posts, list(d_feedback))
         for k in d_feedback: d_feedback[k] = d_feedback[k] + d_meta[k]
         for l, g in from_posts.items(): d_earlier[l] = d_earlier[l] + g if l in d_earlier else g
     return W, G, d_earlier, {'eta': d_eta, 'b': d_b, 'feedback': d_feedback}, d_h
@@ -171,10 +198,10 @@ def walk_forward(ctx, walk: _Walk, h: torch.Tensor, y: torch.Tensor, values: tup
     if fused: W = _owned(W)                                                     # the kernels change W in place
     if fused: W, boundaries, acts_seq, posts_seq, largest = fused_forward_steps(theta, W, h, y, layers, cfg, k_eta, row_max, walk.every)   # all T steps, W in place
     else:
-        boundaries, acts_seq, posts_seq, largest = {}, [], [], []
+        setting, boundaries, acts_seq, posts_seq, largest = StepSetting(theta, tuple(layers), cfg, k_eta, plastic[0].index - 1), {}, [], [], []
         for tau in range(h.shape[1]):
             if tau % walk.every == 0: boundaries[tau] = W                          # steps return new tensors: keeping W is enough
-            W, acts, posts, contraction = forward_step(theta, W, h[:, tau], y[:, tau], layers, cfg, k_eta, row_max)
+            W, acts, posts, contraction = forward_step(setting, W, h[:, tau], y[:, tau], row_max)
             acts_seq.append(acts); posts_seq.append(posts); largest.append(contraction)
         largest = torch.stack(largest) if cfg.plasticity.rule == 'oja' else None
     ctx.walk, ctx.boundaries, ctx.acts_seq, ctx.posts_seq = walk, boundaries, acts_seq, posts_seq
@@ -184,71 +211,65 @@ def walk_forward(ctx, walk: _Walk, h: torch.Tensor, y: torch.Tensor, values: tup
     return finals
 
 
+# %% ../nbs/03a_reversible.ipynb #0a467a92
+def _zero_sums(theta: dict, names: tuple, needs: dict, plastic_ids, k_eta: dict, fused: bool) -> dict:
+    "The walk's running sums, at zero: ∂L/∂η̄ (full `(n_out, n_in)` on the kernels), ∂L/∂b, and ∂L/∂ of the postsynaptic terms' meta-parameters (B, c, s)."
+    return {'eta': {l: torch.zeros_like(k_eta[l] if fused else theta[f'eta{l}']) for l in plastic_ids if needs[f'eta{l}']},
+            'b': {l: torch.zeros_like(theta[f'b{l}']) for l in plastic_ids if needs[f'b{l}']},
+            'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and parse_name(k)[0] in ('B', 'c', 's')}}
+
+def replay_chunk(s: StepSetting, boundary: dict, h: torch.Tensor, acts_seq: list, posts_seq: list, start: int, end: int) -> list:
+    "W(τ) for τ = `start` .. `end`-1 of a chunk that is replayed rather than undone, from its boundary W(`start`) (the eager walk; the fused one replays on the kernels)."
+    current, out = boundary, []
+    for t in range(start, end):
+        out.append(current)
+        acts = {s.first: h[:, t], **acts_seq[t]}
+        current = {l: plastic_step(w, acts[l - 1], posts_seq[t][l], s.k_eta[l], s.oja) for l, w in current.items()}
+    return out
+
+
 # %% ../nbs/03a_reversible.ipynb #17afacd1
 def walk_back(ctx, grad_finals: tuple) -> tuple:
     "`ReversibleSteps.backward`: the walk from $\\partial\\mathcal L/\\partial W(T)$ back to $W(0)$; returns the gradients of `forward`'s inputs."
     walk = ctx.walk
-    cfg, layers, names, every = walk.cfg, list(walk.layers), walk.names, walk.every
+    cfg, layers, names, every, fused = walk.cfg, list(walk.layers), walk.names, walk.every, walk.fused
     if ctx.acts_seq is None:
         raise RuntimeError("ReversibleSteps: this lifetime's backward has already run, and its buffers went to other lifetimes; "
                            "run the lifetime again (or use compute.engine=autograd) to backpropagate through it twice")
     h, y, *saved = ctx.saved_tensors
-    h = h.detach()
-    values, finals = saved[:len(names)], saved[len(names):]
-    needs = dict(zip(names, ctx.needs_input_grad[3:]))
-    oja = cfg.plasticity.rule == 'oja'
-    plastic = [layer for layer in layers if layer.plastic]
-    first, T = plastic[0].index - 1, h.shape[1]
+    h, values, finals = h.detach(), saved[:len(names)], saved[len(names):]
+    needs, plastic, T = dict(zip(names, ctx.needs_input_grad[3:])), [layer for layer in layers if layer.plastic], h.shape[1]
     theta = {k: v.detach() for k, v in zip(names, values)}
-    fused = walk.fused
     k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
     if fused: k_eta = _full(k_eta, plastic)
-    # G = ∂L/∂W(T): the query's gradient
+    s = StepSetting(theta, tuple(layers), cfg, k_eta, plastic[0].index - 1, ctx.needs_input_grad[1])
+    # G = ∂L/∂W(T): the query's gradient; W(T), walked back
     G = {layer.index: (g if g is not None else torch.zeros_like(w)) for layer, g, w in zip(plastic, grad_finals, finals)}
-    W = {layer.index: w for layer, w in zip(plastic, finals)}                   # W(T), walked back
+    W = {layer.index: w for layer, w in zip(plastic, finals)}
     if fused: G, W = _owned(G), _owned(W)                                       # the kernels change them in place
-    sums = {'eta': {l: torch.zeros_like(k_eta[l] if fused else theta[f'eta{l}']) for l in W if needs[f'eta{l}']},
-            'b': {l: torch.zeros_like(theta[f'b{l}']) for l in W if needs[f'b{l}']},
-            # the learned meta-parameters of the postsynaptic terms (B, c, s)
-            'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and parse_name(k)[0] in ('B', 'c', 's')}}
-    # on the kernels, spans of undone steps (set up for this walk)
-    span = fused_backward(theta, layers, cfg, k_eta) if fused else None
-    need_h = ctx.needs_input_grad[1]
-    d_h = torch.zeros_like(h) if need_h else None
-    acts_at = lambda t: {first: h[:, t], **ctx.acts_seq[t]}                     # a_{n_frozen}..a_L of step t
+    sums = _zero_sums(theta, names, needs, W, k_eta, fused)
+    span = fused_backward(theta, layers, cfg, k_eta) if fused else None        # on the kernels, a chunk per call
+    d_h = torch.zeros_like(h) if s.need_h else None
+    acts_at = lambda t: {s.first: h[:, t], **ctx.acts_seq[t]}                  # a_{n_frozen}..a_L of step t
     chunk_undoable = {start: all(ctx.undoable[start:start + every]) for start in range(0, T, every)}
-    replays = {}                                                                # chunk start -> [W(τ) of the chunk]
-
-    def replayed(tau):
-        "W(τ) of a chunk that is replayed rather than undone (computed once per chunk)."
-        start = tau - tau % every
-        if start not in replays:
-            replays.clear()
-            current, replays[start] = ctx.boundaries[start], []
-            for s in range(start, min(start + every, T)):
-                replays[start].append(current)
-                acts = acts_at(s)
-                current = {l: plastic_step(w, acts[l - 1], ctx.posts_seq[s][l], k_eta[l], oja) for l, w in current.items()}
-        return replays[start][tau - start]
-
+    replays = {}                                                                # the eager walk's replayed chunk: start -> [W(τ)]
     # The walk: at each τ, top layer first, the forward pass's backward of step τ (which uses W(τ)), then
     # the rule's backward of step τ-1 (which turns W(τ) into W(τ-1)); then the postsynaptic terms' backward of step τ-1.
-    d_acts = {}                                                                 # ∂L/∂a(τ) gathered so far
-    tau = T
+    d_acts, tau = {}, T                                                         # ∂L/∂a(τ) gathered so far
     while tau >= 0:
         if tau in ctx.boundaries: W = _owned(ctx.boundaries[tau]) if fused else ctx.boundaries[tau]   # W(τ) is stored: restart from it exactly
         start = (tau - 1) - (tau - 1) % every if tau > 0 else None                 # the chunk of step τ-1
-        if fused:
-            # on the kernels, steps τ .. start+1 in one call (then τ = start, where W(start) is stored), or τ = 0;
-            # a chunk that is not undone is replayed from its boundary W(start)
-            replay_from = None if tau == 0 or chunk_undoable[start] else ctx.boundaries[start]
-            d_acts = span(W, G, d_acts, tau, start + 1 if tau else 0, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], first, replay_from)
+        replay = tau > 0 and not chunk_undoable[start]                             # W(τ-1) replayed from W(start), not undone
+        if fused:   # steps τ .. start+1 in one call (then τ = start, where W(start) is stored), or τ = 0
+            d_acts = span(W, G, d_acts, tau, start + 1 if tau else 0, sums, h, d_h, ctx.acts_seq[0], ctx.posts_seq[0], s.first,
+                          ctx.boundaries[start] if replay else None)
             tau = start if tau else -1
             continue
-        W_earlier = None if tau == 0 or chunk_undoable[start] else replayed(tau - 1)
-        W, G, d_acts, sums, d_h_tau = backward_step(theta, W, G, d_acts, acts_at(tau) if tau < T else None,
-                                          acts_at(tau - 1) if tau > 0 else None, ctx.posts_seq[tau - 1] if tau > 0 else None,
-                                          y[:, tau - 1] if tau > 0 else None, layers, cfg, k_eta, sums, first, need_h, W_earlier)
+        if replay and start not in replays:
+            replays = {start: replay_chunk(s, ctx.boundaries[start], h, ctx.acts_seq, ctx.posts_seq, start, min(start + every, T))}
+        W, G, d_acts, sums, d_h_tau = backward_step(s, W, G, d_acts, acts_at(tau) if tau < T else None, acts_at(tau - 1) if tau > 0 else None,
+                                                    ctx.posts_seq[tau - 1] if tau > 0 else None, y[:, tau - 1] if tau > 0 else None, sums,
+                                                    replays[start][tau - 1 - start] if replay else None)
         if d_h_tau is not None: d_h[:, tau] = d_h_tau
         tau -= 1
     if fused:

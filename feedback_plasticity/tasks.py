@@ -34,7 +34,7 @@ def sine_points(amplitude: torch.Tensor, phase: torch.Tensor, n: int, generator=
     return torch.cat([slot, x[..., None]], -1), y[..., None]                          # (M, K, n, K+1), (M, K, n, 1)
 
 def sine_episode(task: TaskConfig, M: int, generator=None, device=None, dtype=torch.float32) -> Episode:
-    "An episode of M lifetimes of `task.n_tasks` sine functions, continual or iid (DESIGN §4)."
+    "An episode of M lifetimes of `task.n_tasks` sine functions, continual or iid (the paper's protocol)."
     K, S, b, Q = task.n_tasks, task.steps_per_task, task.batch, task.query_per_task
     amplitude, phase = sine_functions(M, K, generator, device, dtype)
     x, y = sine_points(amplitude, phase, S * b, generator)                           # (M, K, S*b, K+1), (M, K, S*b, 1)
@@ -63,7 +63,7 @@ def class_episode(classes: ImageClasses, task: TaskConfig, M: int, n_labels: int
     if K > n_labels:
         raise ConfigError(f"{K} classes need at least {K} output units; the network has {n_labels}: widen its last layer")
     if S * b > pool or Q > (n_per - S * b if stream_pool is None else n_per - pool):
-        raise ConfigError(f"each class has {n_per} images: {S} steps x {b} for the stream (from the first {pool}) and a query of {Q} "
+        raise ConfigError(f"each class has {n_per} image{'s' if n_per != 1 else ''}: {S} steps x {b} for the stream (from the first {pool}) and a query of {Q} "
                          f"other images do not fit; lower task.steps_per_task, task.batch or task.query_per_task")
     where = generator.device if generator is not None else torch.device('cpu')
     rand = lambda *shape: torch.rand(*shape, generator=generator, device=where).cpu()
