@@ -19,10 +19,10 @@ from .tasks import make_episode, class_episode, pretraining_batch
 # %% auto #0
 __all__ = ['DIVERGENCE_FACTOR', 'Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'task_losses',
            'evaluate_stream', 'sgd_variant', 'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain',
-           'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'plot_results_summary',
-           'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features', 'evaluate_classes',
-           'class_stream_loss', 'class_divergence', 'class_results_table', 'class_results_dict', 'plot_class_results',
-           'plot_class_summary', 'redraw_results']
+           'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'learner_colors',
+           'plot_results_summary', 'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features',
+           'evaluate_classes', 'class_stream_loss', 'class_divergence', 'class_results_table', 'class_results_dict',
+           'plot_class_results', 'plot_class_summary', 'redraw_results']
 
 # %% ../nbs/06_continual.ipynb #3fe15911
 @dataclass
@@ -263,6 +263,10 @@ def _final_bars(ax, results: dict, orders: list, reasons: dict, colors: dict) ->
 
 
 # %% ../nbs/06_continual.ipynb #a3fd305d
+def learner_colors(names) -> dict:
+    "One colour per learner, in the order given (matplotlib's cycle): the results figure and `training.png` of a run use the same."
+    return {n: f'C{i % 10}' for i, n in enumerate(names)}
+
 def plot_results_summary(results: dict, metric: str = 'query MSE', log: bool = True, title: str | None = None,
                          reference: float | None = None, reference_label: str = 'zero predictor (predicts 0)'):
     "`plot_results` from the summary `results_dict` writes (the `results` of a run's results.json): means and 95% CIs, no per-run values needed."
@@ -271,7 +275,7 @@ def plot_results_summary(results: dict, metric: str = 'query MSE', log: bool = T
     learners = list(results)
     orders = list(dict.fromkeys(o for cells in results.values() for o in cells))
     reasons = {(n, o): _cell_divergence(c, reference) for n, cells in results.items() for o, c in cells.items()}
-    colors = {n: f'C{i % 10}' for i, n in enumerate(learners)}
+    colors = learner_colors(learners)
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), layout='constrained')
     for ax in axes:
         if log: ax.set_yscale('log')
@@ -427,7 +431,7 @@ def plot_class_summary(records: list[dict], k_shot: int = 15, title: str | None 
     chosen = [r for r in records if r['k_shot'] == k_shot]
     orders = list(dict.fromkeys(r['order'] for r in chosen))
     learners = list(dict.fromkeys(r['learner'] for r in chosen))
-    colors = {n: f'C{i % 10}' for i, n in enumerate(learners)}
+    colors = learner_colors(learners)
     reasons = {}                                                                    # learner -> {protocol: why it diverged, or None}
     fig, axes = plt.subplots(1, len(orders), figsize=(6.5 * len(orders), 4.8), squeeze=False, layout='constrained')
     for ax, order in zip(axes[0], orders):

@@ -16,7 +16,7 @@ from .lifetime import engine_for
 from .meta import meta_train, NonFiniteError, resumable_part, world, plot_training, Reporter
 from .continual import (Learner, without_plasticity, evaluate_stream, sgd_variant, search_learning_rate, pretrain,
                                            results_table, results_dict, plot_results, stream_loss, evaluate_classes, class_stream_loss,
-                                           class_results_table, class_results_dict, plot_class_results, zero_predictor_mse)
+                                           class_results_table, class_results_dict, plot_class_results, zero_predictor_mse, learner_colors)
 from .tasks import task_classes, make_episode, make_oml_episode, network_classes, pretraining_batch
 
 # %% auto #0
@@ -206,7 +206,7 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
         (run_dir / 'lr_search.json').write_text(strict_json(searches, indent=1))
         title = f"sine, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
         save_figure(plot_results(evaluations, reference=zero, title=title), run_dir / 'sine_results.png')
-        save_training_figure(run_dir, exp.learners, title, diverged_steps(training))
+        save_training_figure(run_dir, exp.learners, title, diverged_steps(training), learner_colors(results['results']))
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
     return results
 
@@ -378,12 +378,12 @@ def plot_no_curves(notes: dict[str, str], title: str):
     names.set_x(edge); whys.set_x(edge + gap)
     return fig
 
-def save_training_figure(run_dir, learner_ids, title: str, diverged_at: dict[str, int] | None = None) -> Path:
+def save_training_figure(run_dir, learner_ids, title: str, diverged_at: dict[str, int] | None = None, colors: dict | None = None) -> Path:
     "`training.png` in `run_dir`, always: the training curves of the learners that kept a history (`plot_training`) and, in words, why the others have none (`missing_curves`); with no curve at all, only the words."
     path, histories = Path(run_dir) / 'training.png', training_histories(run_dir, learner_ids)
     notes, title = missing_curves(run_dir, learner_ids, diverged_at), f"meta-training: {title}"
     if not histories: return save_figure(plot_no_curves(notes, title), path)
-    fig = plot_training(histories, title)
+    fig = plot_training(histories, title, colors)                              # `colors`: as in the run's results figure
     if notes: fig.text(0.01, 0.0, '\n'.join(f"No curve for {name}: {why}" for name, why in notes.items()), ha='left', va='top',
                        fontsize=9.5, linespacing=1.5)
     return save_figure(fig, path)
@@ -542,6 +542,6 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
         (run_dir / 'results.md').write_text(tables + '\n')
         title = f"{task.name}, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
         save_figure(plot_class_results(oml_protocol, exp.stream_pool, title=title), run_dir / f'{task.name}_results.png')
-        save_training_figure(run_dir, exp.learners, title, diverged_steps(training))
+        save_training_figure(run_dir, exp.learners, title, diverged_steps(training), learner_colors(dict.fromkeys(r['learner'] for r in results['oml_protocol'])))
     log('\n' + tables + f"\n\n(mean ± 95% CI over {exp.eval_runs} runs; chance is 1/N; {time.time() - t0:.0f} s)")
     return results

@@ -329,7 +329,7 @@ def _single_evaluation(axes, histories: dict[str, list[dict]]) -> None:
         if top is not None and ax.get_yscale() == 'linear' and top > 0: ax.set_ylim(0, top * 1.3)
         ax.text(0.03, 0.96, f'one evaluation so far (meta-step {step}): no curve yet', transform=ax.transAxes, va='top', fontsize=8.5, color='0.3')
 
-def plot_training(histories: dict[str, list[dict]], title: str = ''):
+def plot_training(histories: dict[str, list[dict]], title: str = '', colors: dict | None = None):
     "Held-out loss and running meta-loss against the meta-step, one line per learner, from each learner's `history` (`TrainResult.history` or its `history.jsonl`)."
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -338,7 +338,7 @@ def plot_training(histories: dict[str, list[dict]], title: str = ''):
         steps = [h['step'] for h in history]
         values = [[h.get('eval_loss', float('nan')) for h in history], [h['meta_loss'] for h in history]]
         style = dict(marker='o', ms=7) if len(history) == 1 else dict(marker='.')     # a single point: a marker that shows, and its value
-        line, = axes[0].plot(steps, values[0], label=name, **style)
+        line, = axes[0].plot(steps, values[0], label=name, color=(colors or {}).get(name), **style)   # `colors`: a run's other figures' (name -> colour)
         axes[1].plot(steps, values[1], color=line.get_color(), **style)
         if len(history) == 1:
             for ax, (v,) in zip(axes, values):
