@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Callable
 import torch
 from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint,
-                                      CheckpointError, ConfigError, RunDirError)
+                                      CheckpointError, ConfigError, RunDirError, strict_json)
 from .feedback import init_theta, parse_name
 from .meta import meta_train, NonFiniteError
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
-                                           evaluate_classes, class_stream_loss, zero_predictor_mse, _plain_log_ticks, _note)
+                                           evaluate_classes, class_stream_loss, zero_predictor_mse, divergence, _plain_log_ticks, _note)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
                                              learner_config, training_episodes, search_and_record, open_run_dir, for_each_learner,
                                              LEARNER_NAMES, save_training_figure)
@@ -154,13 +154,15 @@ def curve_preset(kind: str = 'sine', name: str = 'cpu'):
     raise ConfigError(f"unknown long-run preset {kind!r}, {name!r}; choose kind 'sine' or 'omniglot' and name 'tiny' or 'cpu'")
 
 # %% ../nbs/09_curves.ipynb #37509d6a
-def _stats(values: torch.Tensor) -> dict:
+def _stats(values: torch.Tensor, reference: float | None = None) -> dict:
+    "Mean and 95% CI of per-run values; for final losses given the zero predictor's `reference`, None and a `diverged` reason where a run is non-finite or the mean explodes (`divergence`)."
+    if reference is not None and (reason := divergence(values, reference)): return {'mean': None, 'ci95': None, 'diverged': reason}
     m, ci = mean_ci(values)
     return {'mean': m, 'ci95': ci}
 
 def _sine_cells(exp, learner_id: str, learner: Learner) -> dict:
     "Every sine cell of one snapshot: {learner name: {order: stats, 'per_task': [stats per function]}}."
-    seed, out, search = exp.config.seed + 12345, {}, None
+    seed, out, search, zero = exp.config.seed + 12345, {}, None, zero_predictor_mse(exp)
     if learner_id == 'pretrain_sgd':
         learner, search = search_and_record(learner, exp.lr_grid, stream_loss(exp.search_runs, 'continual', seed=exp.config.seed + 999), lambda _: None)
     variants = [learner] + ([without_plasticity(learner)] if learner.cfg.plasticity.rule != 'sgd' else [])
@@ -168,7 +170,7 @@ def _sine_cells(exp, learner_id: str, learner: Learner) -> dict:
         cells = {}
         for order in ('continual', 'iid'):
             evaluation = evaluate_stream(variant, exp.eval_runs, order, seed=seed)
-            cells[order] = {**_stats(evaluation.final), 'runs': len(evaluation.final)}
+            cells[order] = {**_stats(evaluation.final, zero), 'runs': len(evaluation.final)}
             if order == 'continual': cells['per_task'] = [_stats(column) for column in evaluation.per_task.T]
         if search: cells['lr_search'] = search
         out[variant.name] = cells
@@ -217,12 +219,12 @@ def evaluate_curve(run_dir, log: Callable = print) -> dict:
             learner = Learner(LEARNER_NAMES[learner_id], cfg, load_checkpoint(path, get_device(cfg.device))['theta'])
             cells.setdefault(learner_id, {})[str(step)] = evaluate(exp, learner_id, learner)
             log(f"evaluated {learner_id} at meta-step {step} ({time.time() - t0:.0f} s)")
-            cache_path.write_text(json.dumps(results, indent=1))
+            cache_path.write_text(strict_json(results, indent=1))
         stopped = run_dir / 'learners' / learner_id / 'diverged.json'
         if stopped.exists(): diverged[learner_id] = json.loads(stopped.read_text())
     if spec['kind'] == 'sine': results['zero_predictor_mse'] = zero_predictor_mse(exp)
     results['plasticity'] = {i: plasticity_along(run_dir, exp, i) for i in spec['learners'] if learner_config(exp, i).plasticity.rule != 'sgd'}
-    cache_path.write_text(json.dumps(results, indent=1))
+    cache_path.write_text(strict_json(results, indent=1))
     write_curve_report(run_dir, exp, results)
     return results
 
@@ -253,7 +255,7 @@ def _columns(rows: list[tuple]) -> list[str]:
 def curve_tables(results: dict) -> str:
     "The markdown of `curve.md`: every learner at the last milestone it reached, then its learning curve."
     rows = _rows(results)
-    cell = lambda c: f"{c['mean']:.3f} ± {c['ci95']:.3f}"
+    cell = lambda c: f"{c['mean']:.3f} ± {c['ci95']:.3f}" if c['mean'] is not None else f"diverged ({c.get('diverged', 'no finite mean')})"
     columns = _columns(rows)
     metric = 'query MSE' if results['kind'] == 'sine' else 'test accuracy'
     lines = [f"At the last milestone each learner reached ({metric}, mean ± 95% CI over {results['eval_runs']} runs):", '',
@@ -267,8 +269,8 @@ def curve_tables(results: dict) -> str:
         lines += ['', f"Learning curve, {column} ({metric}, mean over {results['eval_runs']} runs; — not reached):", '',
                   '| learner | ' + ' | '.join(str(s) for s in steps) + ' |', '|---|' + '---|' * len(steps)]
         for learner_id, name, by_step in rows:
-            lines.append(f"| {name} | " + ' | '.join(f"{by_step[s][column]['mean']:.3f}" if s in by_step and column in by_step[s] else '—'
-                                                      for s in steps) + ' |')
+            lines.append(f"| {name} | " + ' | '.join(('diverged' if by_step[s][column]['mean'] is None else f"{by_step[s][column]['mean']:.3f}")
+                                                      if s in by_step and column in by_step[s] else '—' for s in steps) + ' |')
     if results['kind'] == 'sine': lines += ['', f"Predicting 0 everywhere scores {results['zero_predictor_mse']:.3f}."]
     for learner_id, along in results.get('plasticity', {}).items():
         if not along: continue
