@@ -22,7 +22,7 @@ __all__ = ['DIVERGENCE_FACTOR', 'Learner', 'with_plasticity', 'without_plasticit
            'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'learner_colors',
            'plot_results_summary', 'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features',
            'evaluate_classes', 'class_stream_loss', 'class_divergence', 'class_results_table', 'class_results_dict',
-           'plot_class_results', 'plot_class_summary', 'redraw_results']
+           'plot_class_results', 'plot_class_summary', 'results_title', 'redraw_results']
 
 # %% ../nbs/06_continual.ipynb #3fe15911
 @dataclass
@@ -472,6 +472,10 @@ def _run_label(command: str) -> str | None:
     overrides = any('=' in w and not w.startswith('-') and w not in values for w in words[2:])
     return f"{preset} preset" + (' (with overrides)' if overrides else '')
 
+def results_title(task: str, label: str | None, steps: int, runs: int) -> str:
+    "The title of a run's results and training figures: the task, the preset (`label`), the meta-steps and the evaluation runs."
+    return f"{task}, {label + ', ' if label else ''}{steps} meta-steps, {runs} runs"
+
 def redraw_results(run_dir, label: str | None = None) -> Path:
     "Redraw a finished run's results figure (`sine_results.png`, `omniglot_results.png`) from its results.json with the current plots, evaluating nothing; `label` (default: the preset, from command.txt) goes in the title. Returns its path."
     import matplotlib.pyplot as plt
@@ -481,7 +485,7 @@ def redraw_results(run_dir, label: str | None = None) -> Path:
     cfg = config_from_dict(experiment['config'])
     command = run_dir / 'command.txt'
     if label is None and command.is_file() and command.read_text().strip(): label = _run_label(command.read_text().splitlines()[0])
-    title = f"{cfg.task.name}, {label + ', ' if label else ''}{cfg.meta.steps} meta-steps, {experiment['eval_runs']} runs"
+    title = results_title(cfg.task.name, label, cfg.meta.steps, experiment['eval_runs'])
     if 'results' in results:                                                        # sine (flp sine, flp ablate)
         reference = results.get('zero_predictor_mse')
         if reference is None: reference = zero_predictor_mse(SimpleNamespace(config=cfg, eval_runs=experiment['eval_runs']))

@@ -16,7 +16,7 @@ from .lifetime import engine_for
 from .meta import meta_train, NonFiniteError, resumable_part, world, plot_training, Reporter
 from .continual import (Learner, without_plasticity, evaluate_stream, sgd_variant, search_learning_rate, pretrain,
                                            results_table, results_dict, plot_results, stream_loss, evaluate_classes, class_stream_loss,
-                                           class_results_table, class_results_dict, plot_class_results, zero_predictor_mse, learner_colors)
+                                           class_results_table, class_results_dict, plot_class_results, zero_predictor_mse, learner_colors, results_title)
 from .tasks import task_classes, make_episode, make_oml_episode, network_classes, pretraining_batch
 
 # %% auto #0
@@ -204,7 +204,7 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
         (run_dir / 'results.json').write_text(strict_json(results, indent=1))
         (run_dir / 'results.md').write_text(table + '\n')
         (run_dir / 'lr_search.json').write_text(strict_json(searches, indent=1))
-        title = f"sine, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
+        title = results_title('sine', label, exp.config.meta.steps, exp.eval_runs)
         save_figure(plot_results(evaluations, reference=zero, title=title), run_dir / 'sine_results.png')
         save_training_figure(run_dir, exp.learners, title, diverged_steps(training), learner_colors(results['results']))
     log('\n' + table + f"\n\n(query MSE after the stream, mean ± 95% CI over {exp.eval_runs} runs; {time.time() - t0:.0f} s)")
@@ -540,7 +540,7 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
     if run_dir is not None:
         (run_dir / 'results.json').write_text(strict_json(results, indent=1))
         (run_dir / 'results.md').write_text(tables + '\n')
-        title = f"{task.name}, {label + ', ' if label else ''}{exp.config.meta.steps} meta-steps, {exp.eval_runs} runs"
+        title = results_title(task.name, label, exp.config.meta.steps, exp.eval_runs)
         save_figure(plot_class_results(oml_protocol, exp.stream_pool, title=title), run_dir / f'{task.name}_results.png')
         save_training_figure(run_dir, exp.learners, title, diverged_steps(training), learner_colors(dict.fromkeys(r['learner'] for r in results['oml_protocol'])))
     log('\n' + tables + f"\n\n(mean ± 95% CI over {exp.eval_runs} runs; chance is 1/N; {time.time() - t0:.0f} s)")
