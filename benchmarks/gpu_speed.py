@@ -131,15 +131,15 @@ def timed(call, device, repeats: int, soft: float, setup=None) -> dict:
         seconds.append(time.perf_counter() - t)
     return {'first_call_s': first, 'seconds': statistics.median(seconds), 'all_seconds': seconds}
 
-def errors(theta: dict, reference: dict | None) -> dict:
+def errors(theta, reference: dict | None) -> dict:
     "Relative error ||g - g_ref|| / ||g_ref|| of the meta-gradient per parameter group (W, b, eta, B, c, s)."
     if reference is None: return {}
     groups = {}
     for k, r in reference.items():
         g = theta[k].grad
         if g is None: return {'missing': float('inf')}
-        diff, norm = groups.get(k.rstrip('0123456789'), (0.0, 0.0))
-        groups[k.rstrip('0123456789')] = (diff + (g.float() - r).pow(2).sum().item(), norm + r.pow(2).sum().item())
+        diff, norm = groups.get(theta.kind_of(k), (0.0, 0.0))
+        groups[theta.kind_of(k)] = (diff + (g.float() - r).pow(2).sum().item(), norm + r.pow(2).sum().item())
     return {group: (d / n) ** 0.5 if n > 0 else d ** 0.5 for group, (d, n) in groups.items()}
 
 def guess(own: list, base: dict, M: int) -> float | None:

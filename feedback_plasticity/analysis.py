@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from torch.func import jvp
-from .core import TaskConfig, get_dtype, load_checkpoint, config_from_dict, finite_or_none
+from .core import TaskConfig, get_dtype, load_checkpoint, config_from_dict, finite_or_none, write_text
 from .feedback import build_layers, initial_fast, plastic_forward
 from .rules import task_loss, plasticity_coefficients
 from .lifetime import Episode, inner_step
@@ -38,7 +38,7 @@ class UpdateTrace:
     linear: torch.Tensor         # (M, T, K) first-order loss change ∇L_j · u
     linear_descent: torch.Tensor # (M, T, K) first-order loss change ∇L_j · d̄
 
-def _flat(tensors: dict, names: list[str]) -> torch.Tensor:
+def _flat(tensors: dict, names: list) -> torch.Tensor:
     "The tensors `names` of `tensors`, each `(M, ...)`, flattened and concatenated: `(M, P)`."
     return torch.cat([tensors[n].flatten(1) for n in names], 1)
 
@@ -50,7 +50,7 @@ def trace_updates(learner: Learner, episode: Episode, n_tasks: int) -> UpdateTra
     "Replay `learner` on a continual `episode` of `n_tasks` task-blocked tasks, recording each step's update and the gradient step at the same point."
     cfg, theta = learner.cfg, learner.theta
     layers = build_layers(cfg.net)
-    L, names = layers[-1].index, [f'W{l.index}' for l in layers if l.plastic]
+    L, names = layers[-1].index, [l.index for l in layers if l.plastic]   # the fast state's keys
     M, T = episode.M, episode.T
     h = frozen_features(theta, episode.x, layers)                                   # (M, T, b, n)
     h_query = frozen_features(theta, episode.x_query, layers)                       # (M, K*Q, n)
@@ -387,9 +387,9 @@ def analyze_run(run_dir, n_runs: int = 20, batch: int = 10, log=print, command: 
                f"harm per gain to first order (directions only, independent of step length): "
                + ', '.join(f"{name}: {harm_per_gain(row, True)}" for name, row in analysis.rows.items()) + "\n\n"
                + forgetting_summary(analysis))
-    (out / 'analysis.md').write_text(summary + '\n')
-    (out / 'command.txt').write_text((command or f"flp analyze {run_dir} --runs {n_runs} --batch {batch}") + '\n')
-    (out / 'analysis.json').write_text(json.dumps(finite_or_none({
+    write_text(out / 'analysis.md', summary + '\n')
+    write_text(out / 'command.txt', (command or f"flp analyze {run_dir} --runs {n_runs} --batch {batch}") + '\n')
+    write_text(out / 'analysis.json', json.dumps(finite_or_none({
         'protocol': analysis.protocol, 'same_network_lr_search': search,
         'rows': {n: {m: v.tolist() for m, v in r.items()} for n, r in analysis.rows.items()},
         'forgetting': {n: c.tolist() for n, c in analysis.forgetting.items()},

@@ -10,19 +10,20 @@ from types import SimpleNamespace
 from typing import Callable
 from dataclasses import dataclass
 import torch
-from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or_none, config_from_dict
-from .feedback import build_layers, init_theta, represent, initial_fast, plastic_forward
+from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or_none, config_from_dict, write_text
+from .feedback import Theta, as_theta, build_layers, init_theta, represent, initial_fast, plastic_forward
 from .rules import task_loss, eta_parameter
 from .lifetime import engine_for
+from .meta import plain_log_ticks
 from .tasks import make_episode, class_episode, pretraining_batch
 
 # %% auto #0
 __all__ = ['DIVERGENCE_FACTOR', 'Learner', 'with_plasticity', 'without_plasticity', 'mean_ci', 'StreamEvaluation', 'task_losses',
            'evaluate_stream', 'sgd_variant', 'with_learning_rate', 'search_learning_rate', 'stream_loss', 'pretrain',
-           'zero_predictor_mse', 'divergence', 'results_table', 'results_dict', 'plot_results', 'learner_colors',
-           'plot_results_summary', 'ClassEvaluation', 'with_output_reset', 'with_outputs', 'frozen_features',
-           'evaluate_classes', 'class_stream_loss', 'class_divergence', 'class_results_table', 'class_results_dict',
-           'plot_class_results', 'plot_class_summary', 'results_title', 'redraw_results']
+           'zero_predictor_mse', 'divergence', 'summary_table', 'results_table', 'results_dict', 'plot_results',
+           'learner_colors', 'plot_results_summary', 'ClassEvaluation', 'with_output_reset', 'with_outputs',
+           'frozen_features', 'evaluate_classes', 'class_stream_loss', 'class_divergence', 'class_results_table',
+           'class_results_dict', 'plot_class_results', 'plot_class_summary', 'results_title', 'redraw_results']
 
 # %% ../nbs/06_continual.ipynb #3fe15911
 @dataclass
@@ -30,12 +31,13 @@ class Learner:
     "A learning rule (`cfg`) with its meta-parameters (`theta`): what an evaluation protocol runs."
     name: str        # the name in tables and plots
     cfg: Config      # its network, rule, signal and task
-    theta: dict      # its meta-parameters
+    theta: Theta     # its meta-parameters (a state dict is checked against `cfg` and becomes a `Theta`)
+    def __post_init__(self): self.theta = as_theta(self.theta, self.cfg)
 
 def with_plasticity(learner: Learner, eta: float, name: str | None = None) -> Learner:
     "The same learner with every plasticity coefficient $\\eta$ set to `eta` (in either parametrisation of $\\eta$)."
     value = eta_parameter(eta, learner.cfg)
-    theta = {k: (torch.full_like(v, value) if k.startswith('eta') else v) for k, v in learner.theta.items()}
+    theta = learner.theta.map(lambda v: torch.full_like(v, value), kinds=('eta',))
     return Learner(name or learner.name, learner.cfg, theta)
 
 def without_plasticity(learner: Learner, name: str | None = None) -> Learner:
@@ -65,7 +67,7 @@ class StreamEvaluation:
         seen = torch.tril(torch.ones(K, K, dtype=self.after.dtype, device=self.after.device))
         return (self.after * seen).sum(-1) / seen.sum(-1)
 
-def task_losses(theta: dict, fast: dict, h_query: torch.Tensor, y_query: torch.Tensor, layers: list, cfg: Config, K: int) -> torch.Tensor:
+def task_losses(theta: Theta, fast: dict, h_query: torch.Tensor, y_query: torch.Tensor, layers: list, cfg: Config, K: int) -> torch.Tensor:
     "Query loss of each of the `K` tasks `(M, K)` under the fast weights; the query `h_query` `(M, K*Q, n)` is grouped by task."
     M, Q = h_query.shape[0], h_query.shape[1] // K
     y_hat = plastic_forward(theta, fast, h_query, layers)[layers[-1].index]                  # (M, K*Q, n_out)
@@ -120,7 +122,7 @@ def pretrain(cfg: Config, steps: int, batch_lifetimes: int, lr: float = 1e-3, se
     "Meta-parameters trained by plain supervised learning on `pretraining_batch`es (no lifetimes): sine points, or images labelled by class; `after_step(steps_done, theta)` sees each step's result."
     device = get_device(cfg.device)
     theta = init_theta(cfg, torch.Generator().manual_seed(seed), device)
-    weights = [v for k, v in theta.items() if k[0] in 'Wb']
+    weights = [v for kind, l, v in theta.triples() if kind in ('W', 'b')]
     optimizer, generator, layers = torch.optim.Adam(weights, lr=lr), torch.Generator(device).manual_seed(seed), build_layers(cfg.net)
     for step in range(steps):
         x, y = pretraining_batch(cfg, batch_lifetimes, generator, device)              # (M, n, *in), (M, n, ...)
@@ -128,7 +130,7 @@ def pretrain(cfg: Config, steps: int, batch_lifetimes: int, lr: float = 1e-3, se
         loss = task_loss(y_hat, y, cfg.signal.task).mean()
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         if after_step is not None: after_step(step + 1, theta)
-    return {k: v.detach() for k, v in theta.items()}
+    return theta.detached()
 
 # %% ../nbs/06_continual.ipynb #72133d3b
 DIVERGENCE_FACTOR = 10.0    # a mean final loss this many times the reference's counts as diverged
@@ -151,22 +153,31 @@ def divergence(final: torch.Tensor, reference: float | None = None, factor: floa
     return None
 
 # %% ../nbs/06_continual.ipynb #5f88f173
-def _final_cell(final: torch.Tensor, reference: float | None = None) -> str:
-    "A table cell: 'mean ± CI' of the final losses, or 'diverged (why)'."
-    reason = divergence(final, reference)
+def _cell_divergence(cell: dict, reference: float | None = None, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    "Why a cell of `results_dict` counts as diverged: its `diverged` field; in a file of an earlier version that had none, no mean, or a mean over `factor` x `reference`."
+    if cell.get('diverged'): return cell['diverged']
+    mean = cell.get('final_mean')
+    if mean is None or not math.isfinite(mean): return 'no finite mean'
+    return divergence(torch.tensor([mean], dtype=torch.float64), reference, factor)
+
+def _summary_cell(cell: dict, reference: float | None = None) -> str:
+    "A table cell of a `results_dict` cell: 'mean ± CI' of the final losses, or 'diverged (why)'."
+    reason = _cell_divergence(cell, reference)
     if reason: return f"diverged ({reason})"
-    return '{:.3f} ± {:.3f}'.format(*mean_ci(final))
+    ci = cell.get('final_ci95')
+    return f"{cell['final_mean']:.3f} ± {ci:.3f}" if ci is not None else f"{cell['final_mean']:.3f} (one run)"
+
+def summary_table(results: dict, metric: str = 'MSE', reference: float | None = None) -> str:
+    "A markdown table from a `results_dict` (a run's results.json): one row per learner, final loss (mean ± 95% CI) for each order, or why it diverged (`reference`: the zero predictor's loss)."
+    orders = list(dict.fromkeys(o for cells in results.values() for o in cells))
+    lines = ["| learner | " + ' | '.join(f"{o} {metric}" for o in orders) + ' |', '|---|' + '---|' * len(orders)]
+    for name, cells in results.items():
+        lines.append(f"| {name} | " + ' | '.join(_summary_cell(cells[o], reference) if o in cells else '—' for o in orders) + ' |')
+    return '\n'.join(lines)
 
 def results_table(evaluations: list[StreamEvaluation], metric: str = 'MSE', reference: float | None = None) -> str:
-    "A markdown table: one row per learner, final loss (mean ± 95% CI) for each order, or why it diverged (`reference`: the zero predictor's loss)."
-    orders = list(dict.fromkeys(e.order for e in evaluations))
-    learners = list(dict.fromkeys(e.learner for e in evaluations))
-    by = {(e.learner, e.order): e for e in evaluations}
-    lines = ["| learner | " + ' | '.join(f"{o} {metric}" for o in orders) + ' |', '|---|' + '---|' * len(orders)]
-    for name in learners:
-        cells = [_final_cell(by[(name, o)].final, reference) if (name, o) in by else '—' for o in orders]
-        lines.append(f"| {name} | " + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+    "`summary_table` of the evaluations' `results_dict`: one writer for a fresh run's table and a stored run's."
+    return summary_table(results_dict(evaluations, reference), metric, reference)
 
 def results_dict(evaluations: list[StreamEvaluation], reference: float | None = None) -> dict:
     "Machine-readable strict-JSON results: per learner and order, the final loss's mean and CI (None and a `diverged` reason if it diverged), per task and along the curve."
@@ -204,14 +215,6 @@ def _note(ax, text: str, x: float = 0.5, y: float = 0.7) -> None:
     ax.text(x, y, text, transform=ax.transAxes, ha='center', va='center', fontsize=10, color='0.25', wrap=True,
             bbox=dict(boxstyle='round,pad=0.6', facecolor='0.96', edgecolor='0.6'))
 
-def _plain_log_ticks(ax) -> None:
-    "Tick labels of a log y axis as plain numbers (1, 10, 100), and 2, 3, 5 times those where the axis spans less than two decades."
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-    lo, hi = ax.get_ylim()
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
-    some = FuncFormatter(lambda v, _: f'{v:g}' if round(v / 10 ** math.floor(math.log10(v) + 1e-9)) in (2, 3, 5) else '')
-    ax.yaxis.set_minor_formatter(some if hi / lo < 100 else NullFormatter())
-
 def _mark_diverged(ax, x: float, color) -> None:
     "A 'diverged' mark at the top of a bar panel in place of the bar at `x` (its value is off the axis)."
     top = ax.get_xaxis_transform()                                                  # x in data, y in axes fraction
@@ -234,13 +237,6 @@ def _shared_legend(fig, handles: list) -> None:
     fig.legend(handles=handles, loc='outside lower center', ncol=columns, fontsize=9, frameon=False)
 
 # %% ../nbs/06_continual.ipynb #6847d792
-def _cell_divergence(cell: dict, reference: float | None = None, factor: float = DIVERGENCE_FACTOR) -> str | None:
-    "Why a cell of `results_dict` counts as diverged: its `diverged` field; in a file of an earlier version that had none, no mean, or a mean over `factor` x `reference`."
-    if cell.get('diverged'): return cell['diverged']
-    mean = cell.get('final_mean')
-    if mean is None or not math.isfinite(mean): return 'no finite mean'
-    return divergence(torch.tensor([mean], dtype=torch.float64), reference, factor)
-
 def plot_results(evaluations: list[StreamEvaluation], metric: str = 'query MSE', log: bool = True, title: str | None = None,
                  reference: float | None = None, reference_label: str = 'zero predictor (predicts 0)'):
     "Three panels: (a) final loss per learner and order; (b) per-task loss after a continual stream; (c) the continual curve; 95% CIs, `reference` dashed, diverged learners set apart (`plot_results_summary` of `results_dict`)."
@@ -305,7 +301,7 @@ def plot_results_summary(results: dict, metric: str = 'query MSE', log: bool = T
             drawn[ax].append(reference)
         limits = _limits(drawn[ax], log)                                             # diverged learners never set the scale
         if limits: ax.set_ylim(*limits)
-        if log: _plain_log_ticks(ax)
+        if log: plain_log_ticks(ax)
     # one legend for all panels, below them: learners (and why any diverged), the reference
     handles = [Line2D([], [], color=colors[n], marker='^' if any(reasons[(n, o)] for o in results[n]) else 'o',
                       label=n + _diverged_note({o: reasons[(n, o)] for o in results[n]})) for n in learners]
@@ -329,22 +325,22 @@ class ClassEvaluation:
 def with_output_reset(learner: Learner) -> Learner:
     "The learner with its output layer's weights and bias set to zero (how gradient learners start a classification stream)."
     L = build_layers(learner.cfg.net)[-1].index
-    reset = {k: torch.zeros_like(v) if k in (f'W{L}', f'b{L}') else v for k, v in learner.theta.items()}
-    return Learner(learner.name, learner.cfg, reset)
+    theta = learner.theta
+    return Learner(learner.name, learner.cfg, theta.replace(W={L: torch.zeros_like(theta.W[L])}, b={L: torch.zeros_like(theta.b[L])}))
 
 def with_outputs(learner: Learner, n: int) -> Learner:
     "The learner with only its first `n` output units (their rows of $W_L, b_L, \\eta_L$ and columns of every $B_\\ell$): an `n`-way classifier."
     L = build_layers(learner.cfg.net)[-1].index
     if n > learner.cfg.net.dense_widths[-1]:
         raise ValueError(f"{n} classes need {n} output units; the network has {learner.cfg.net.dense_widths[-1]}")
-    def keep(name, value):
-        if name in (f'W{L}', f'b{L}') or (name == f'eta{L}' and value.dim()): return value[:n]     # (n, ...) rows of the output units
-        if name.startswith('B'): return value[:, :n]                                              # (n_l, n) feedback from them
-        return value
+    theta = learner.theta
+    # (n, ...) rows of the output units; (n_l, n) columns of the feedback from them
+    kept = {'W': {L: theta.W[L][:n]}, 'b': {L: theta.b[L][:n]}, 'B': {l: B[:, :n] for l, B in theta.B.items()}}
+    if L in theta.eta and theta.eta[L].dim(): kept['eta'] = {L: theta.eta[L][:n]}
     cfg = override(learner.cfg, **{'net.dense_widths': ','.join(map(str, (*learner.cfg.net.dense_widths[:-1], n)))})
-    return Learner(learner.name, cfg, {k: keep(k, v) for k, v in learner.theta.items()})
+    return Learner(learner.name, cfg, theta.replace(**kept))
 
-def frozen_features(theta: dict, x: torch.Tensor, layers: list, chunk_bytes: int = 2**24) -> torch.Tensor:
+def frozen_features(theta: Theta, x: torch.Tensor, layers: list, chunk_bytes: int = 2**24) -> torch.Tensor:
     "`represent` without a graph (it already runs in chunks of bounded memory, so long streams fit): `(..., *in_shape)` -> `(..., n)`."
     with torch.no_grad(): return represent(theta, x, layers, chunk_bytes)
 
@@ -477,7 +473,7 @@ def results_title(task: str, label: str | None, steps: int, runs: int) -> str:
     return f"{task}, {label + ', ' if label else ''}{steps} meta-steps, {runs} runs"
 
 def redraw_results(run_dir, label: str | None = None) -> Path:
-    "Redraw a finished run's results figure (`sine_results.png`, `omniglot_results.png`) from its results.json with the current plots, evaluating nothing; `label` (default: the preset, from command.txt) goes in the title. Returns its path."
+    "Redraw a finished run's results figure (`sine_results.png`, `omniglot_results.png`) and a sine run's results.md table from its results.json with the current plots, evaluating nothing; `label` (default: the preset, from command.txt) goes in the title. Returns its path."
     import matplotlib.pyplot as plt
     run_dir = Path(run_dir)
     results = json.loads((run_dir / 'results.json').read_text())
@@ -490,6 +486,7 @@ def redraw_results(run_dir, label: str | None = None) -> Path:
         reference = results.get('zero_predictor_mse')
         if reference is None: reference = zero_predictor_mse(SimpleNamespace(config=cfg, eval_runs=experiment['eval_runs']))
         fig, path = plot_results_summary(results['results'], reference=reference, title=title), run_dir / 'sine_results.png'
+        write_text(run_dir / 'results.md', summary_table(results['results'], reference=reference) + '\n')   # its table, by today's rules
     else:                                                                           # classification: OML's protocol, as the run drew it
         fig, path = plot_class_summary(results['oml_protocol'], experiment['stream_pool'], title), run_dir / f'{cfg.task.name}_results.png'
     fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math, os, random, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
-from typing import Literal, get_args, get_origin, get_type_hints
+from typing import Callable, Literal, get_args, get_origin, get_type_hints
 import torch
 
 # %% auto #0
@@ -15,8 +15,9 @@ __all__ = ['PRESETS', 'BOUNDS', 'MOVED', 'SYMBOLS', 'FLPError', 'ConfigError', '
            'PlasticityConfig', 'SignalConfig', 'TaskConfig', 'MetaConfig', 'ComputeConfig', 'Config', 'preset',
            'check_fields', 'check_config', 'migrate', 'override', 'config_to_dict', 'config_from_dict',
            'finite_or_none', 'strict_json', 'field_comments', 'plain_text', 'field_descriptions', 'flat_fields',
-           'seed_everything', 'get_device', 'get_dtype', 'CheckpointError', 'previous_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'load_latest_checkpoint', 'remove_orphans', 'rng_state', 'set_rng_state']
+           'seed_everything', 'get_device', 'get_dtype', 'CheckpointError', 'previous_checkpoint', 'atomic_write',
+           'save_checkpoint', 'write_text', 'load_checkpoint', 'load_latest_checkpoint', 'remove_orphans', 'rng_state',
+           'set_rng_state']
 
 # %% ../nbs/00_core.ipynb #751b927c
 class FLPError(Exception):
@@ -380,14 +381,14 @@ def previous_checkpoint(path) -> Path:
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
-def save_checkpoint(path, state: dict, keep_previous: bool = False) -> Path:
-    "Write `state` (tensors, numbers, strings, lists, dicts) to `path` atomically: readers see the old or the new file, never half of one; `keep_previous` keeps the file it replaces as `previous_checkpoint(path)`."
+def atomic_write(path, write: Callable, keep_previous: bool = False) -> Path:
+    "Write a file at `path` atomically with `write(f)` (`f` open for binary writing): readers see the old or the new file, never half of one; `keep_previous` keeps the file it replaces as `previous_checkpoint(path)`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(state, f)
+            write(f)
             f.flush(); os.fsync(f.fileno())
         if keep_previous and path.exists(): os.replace(path, previous_checkpoint(path))   # a crash here leaves the previous one
         os.replace(tmp, path)
@@ -399,6 +400,14 @@ def save_checkpoint(path, state: dict, keep_previous: bool = False) -> Path:
         try: os.fsync(dfd)
         finally: os.close(dfd)
     return path
+
+def save_checkpoint(path, state: dict, keep_previous: bool = False) -> Path:
+    "Write `state` (tensors, numbers, strings, lists, dicts) to `path` atomically (`atomic_write`), keeping the checkpoint it replaces if `keep_previous`."
+    return atomic_write(path, lambda f: torch.save(state, f), keep_previous)
+
+def write_text(path, text: str) -> Path:
+    "Write `text` (a run's results, tables, config) to `path` atomically, in UTF-8: a crash mid-write leaves the old file whole."
+    return atomic_write(path, lambda f: f.write(text.encode('utf-8')))
 
 # %% ../nbs/00_core.ipynb #69a8fcf0
 def load_checkpoint(path, map_location='cpu') -> dict:
@@ -427,8 +436,8 @@ def load_latest_checkpoint(path, map_location='cpu', log=print) -> dict:
         return state
 
 def remove_orphans(folder) -> list[Path]:
-    "Delete the temporary files that a save killed mid-write left in `folder` (`save_checkpoint` names them `<file>.<random>.tmp`); return them."
-    orphans = [p for p in Path(folder).glob('*.pt.*.tmp') if p.is_file()] if Path(folder).is_dir() else []
+    "Delete the temporary files that a save killed mid-write left in `folder` (`atomic_write` names them `<file>.<random>.tmp`); return them."
+    orphans = [p for p in Path(folder).glob('*.*.tmp') if p.is_file()] if Path(folder).is_dir() else []
     for p in orphans: p.unlink()
     return orphans
 

@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 import torch
-from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint,
+from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint, write_text,
                                       CheckpointError, ConfigError, RunDirError, strict_json)
-from .feedback import init_theta, parse_name
-from .meta import meta_train, NonFiniteError
+from .feedback import Theta, as_theta, init_theta
+from .meta import meta_train, NonFiniteError, plain_log_ticks
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
-                                           evaluate_classes, class_stream_loss, zero_predictor_mse, divergence, _plain_log_ticks, _note)
+                                           evaluate_classes, class_stream_loss, zero_predictor_mse, divergence, _note)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
                                              learner_config, training_episodes, search_and_record, open_run_dir, for_each_learner,
                                              LEARNER_NAMES, save_training_figure)
@@ -38,9 +38,9 @@ def snapshots(run_dir, learner_id: str) -> dict[int, Path]:
     folder = Path(run_dir) / 'learners' / learner_id
     return {int(p.stem.split('_')[1]): p for p in sorted(folder.glob('theta_*.pt'))}
 
-def save_snapshot(run_dir, learner_id: str, step: int, theta: dict) -> Path:
+def save_snapshot(run_dir, learner_id: str, step: int, theta: Theta) -> Path:
     "Keep `theta` as learner `learner_id`'s snapshot at `step` (written atomically)."
-    return save_checkpoint(snapshot_path(run_dir, learner_id, step), {'theta': {k: v.detach().cpu() for k, v in theta.items()}, 'step': step})
+    return save_checkpoint(snapshot_path(run_dir, learner_id, step), {'theta': theta.map(torch.Tensor.cpu).state_dict(), 'step': step})
 
 # %% ../nbs/09_curves.ipynb #96b0b330
 def _log_chunk(log, result, start: int, seconds: float):
@@ -81,7 +81,7 @@ def train_to_milestones(exp, learner_id: str, run_dir, milestones, log: Callable
             result = meta_train(train_cfg, folder, resume=done > 0, progress=False, stop_after=stop,
                                 draw_episode=training_episodes(exp, learner_id), log=log)
         except NonFiniteError as error:
-            (folder / 'diverged.json').write_text(json.dumps({'step': error.last_good.step, 'error': str(error)}, indent=1))
+            write_text(folder / 'diverged.json', json.dumps({'step': error.last_good.step, 'error': str(error)}, indent=1))
             log(f"meta-training stopped: {error}")
             break
         done = stop
@@ -121,7 +121,7 @@ def train_curve(exp, run_dir, milestones=None, resume: bool = False, command: st
     everyone = tuple(had) + tuple(i for i in exp.learners if i not in had)
     # the same experiment, except that learners may be added (each keeps its own checkpoint)
     open_run_dir(replace(exp, learners=everyone), run_dir, resume, command, may_change=('learners',))
-    spec.write_text(json.dumps({'kind': _kind(exp), 'milestones': list(milestones), 'learners': list(everyone)}, indent=1))
+    write_text(spec, json.dumps({'kind': _kind(exp), 'milestones': list(milestones), 'learners': list(everyone)}, indent=1))
     workers = min(exp.workers, os.cpu_count() or 1, len(exp.learners))
     log(f"{run_dir}: {len(exp.learners)} learners to meta-step {milestones[-1]}, snapshots at {list(milestones)}, {workers} at a time")
     for_each_learner(train_to_milestones, exp, workers, run_dir, milestones, log=log, tag=True)
@@ -219,12 +219,12 @@ def evaluate_curve(run_dir, log: Callable = print) -> dict:
             learner = Learner(LEARNER_NAMES[learner_id], cfg, load_checkpoint(path, get_device(cfg.device))['theta'])
             cells.setdefault(learner_id, {})[str(step)] = evaluate(exp, learner_id, learner)
             log(f"evaluated {learner_id} at meta-step {step} ({time.time() - t0:.0f} s)")
-            cache_path.write_text(strict_json(results, indent=1))
+            write_text(cache_path, strict_json(results, indent=1))
         stopped = run_dir / 'learners' / learner_id / 'diverged.json'
         if stopped.exists(): diverged[learner_id] = json.loads(stopped.read_text())
     if spec['kind'] == 'sine': results['zero_predictor_mse'] = zero_predictor_mse(exp)
     results['plasticity'] = {i: plasticity_along(run_dir, exp, i) for i in spec['learners'] if learner_config(exp, i).plasticity.rule != 'sgd'}
-    cache_path.write_text(strict_json(results, indent=1))
+    write_text(cache_path, strict_json(results, indent=1))
     write_curve_report(run_dir, exp, results)
     return results
 
@@ -234,9 +234,9 @@ def plasticity_along(run_dir, exp, learner_id: str) -> dict:
     from feedback_plasticity.rules import plasticity_coefficient
     cfg, out = learner_config(exp, learner_id), {}
     for step, path in snapshots(run_dir, learner_id).items():
-        theta = load_checkpoint(path)['theta']
-        out[str(step)] = {'eta': {str(l): plasticity_coefficient(v, cfg).abs().mean().item() for k, v in theta.items() for kind, l in [parse_name(k)] if kind == 'eta'},
-                          's': {k[1:]: v.item() for k, v in theta.items() if k.startswith('s')}}
+        theta = as_theta(load_checkpoint(path)['theta'], cfg)
+        out[str(step)] = {'eta': {str(l): plasticity_coefficient(v, cfg).abs().mean().item() for l, v in theta.eta.items()},
+                          's': {str(l): v.item() for l, v in theta.s.items()}}
     return out
 
 # %% ../nbs/09_curves.ipynb #57e131fd
@@ -297,12 +297,15 @@ def _curve_label(results: dict, learner_id: str, name: str, by_step: dict, drawn
     if name not in drawn: notes.append('no finite value: not drawn')
     return name + (' — ' + '; '.join(notes) if notes else '')
 
-def _curve_panel(ax, results: dict, rows: list[tuple], column: str, color_of: dict) -> set:
-    "One panel of `plot_curve`: each row's mean along the milestones with its 95% CI band (kept within the metric's range), a cross where meta-training diverged; returns the names drawn."
-    drawn, longest = set(), 0
+def _curve_panel(ax, results: dict, rows: list[tuple], column: str, color_of: dict) -> tuple[set, bool]:
+    "One panel of `plot_curve`: each row's mean along the milestones with its 95% CI band (kept within the metric's range), a cross where meta-training diverged, a triangle at the top where an evaluation diverged; returns the names drawn and whether a triangle was."
+    drawn, longest, marked = set(), 0, False
     for learner_id, name, by_step in rows:
         steps = sorted(s for s in by_step if column in by_step[s])
         m = _values([by_step[s][column] for s in steps], 'mean'); ci = _values([by_step[s][column] for s in steps], 'ci95').nan_to_num(0.0)
+        for s in steps:                                                          # an evaluation that diverged has no value: marked at the top
+            if by_step[s][column].get('diverged'):
+                ax.plot([s], [0.975], marker='v', ms=8, color=color_of[learner_id], transform=ax.get_xaxis_transform(), clip_on=False); marked = True
         if not torch.isfinite(m).any(): continue                                 # e.g. a diverged evaluation: said in words instead
         style = dict(color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-')
         ax.plot(steps, m, marker='o', ms=3.5, **style); drawn.add(name); longest = max(longest, int(torch.isfinite(m).sum()))
@@ -316,7 +319,7 @@ def _curve_panel(ax, results: dict, rows: list[tuple], column: str, color_of: di
         stopped = [n for i, n, _ in rows if i in results['diverged'] and 'plasticity off' not in n]
         _note(ax, f"{' and '.join(stopped)}:\nmeta-training diverged before\nthe next milestone, so only\nmeta-step {min(min(s) for *_, s in rows)} is drawn (see the legend)"
               if stopped else 'a single milestone\nevaluated so far:\nno curve yet', x=0.6)           # clear of the points at the left edge
-    return drawn
+    return drawn, marked
 
 
 # %% ../nbs/09_curves.ipynb #ff84ae1a
@@ -331,9 +334,10 @@ def plot_curve(results: dict, title: str):
     panels, spare = list(axes.flat)[:len(columns)], list(axes.flat)[len(columns):]
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
     color_of = {i: colors[k % len(colors)] for k, i in enumerate(dict.fromkeys(r[0] for r in rows))}   # a learner and its plasticity-off variant share one
-    top, drawn, chance = max(results['milestones']) or 1, set(), False
+    top, drawn, chance, marked = max(results['milestones']) or 1, set(), False, False
     for ax, column in zip(panels, columns):
-        drawn |= _curve_panel(ax, results, rows, column, color_of)
+        names, triangles = _curve_panel(ax, results, rows, column, color_of)
+        drawn |= names; marked |= triangles
         if results['kind'] == 'sine':
             ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5)
             ax.set_yscale('log'); ax.set_ylabel('query MSE after the stream')
@@ -350,9 +354,10 @@ def plot_curve(results: dict, title: str):
         ax.set_xlim(-0.04 * min(100, top), top * 1.15)                           # milestone 0 drawn whole, not cut by the axis
         ax.set_xlabel('meta-steps'); ax.set_title(column); ax.grid(alpha=0.3, which='major')
     for ax in panels:
-        if results['kind'] == 'sine': _plain_log_ticks(ax)
+        if results['kind'] == 'sine': plain_log_ticks(ax)
     handles = [Line2D([], [], color=color_of[i], linestyle='--' if 'plasticity off' in n else '-', marker='o', ms=3.5,
                       label=_curve_label(results, i, n, by_step, drawn)) for i, n, by_step in rows]
+    if marked: handles.append(Line2D([], [], color='0.35', marker='v', ms=7, linestyle='none', label='evaluation diverged at that milestone (see curve.md)'))
     if results['kind'] == 'sine' or chance:
         handles.append(Line2D([], [], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0' if results['kind'] == 'sine' else 'chance'))
     labels = [h.get_label() for h in handles]
@@ -387,7 +392,7 @@ def plot_per_task(results: dict, title: str):
         ax.plot(k, m, marker='o', ms=3.5, label=f"{name} ({last} meta-steps)", **style); drawn = True
         ax.fill_between(k, (m - ci).clamp_min(1e-300), m + ci, alpha=0.15, color=style['color'], linewidth=0)   # an MSE is never below 0
     ax.axhline(results['zero_predictor_mse'], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0')
-    ax.set_yscale('log'); _plain_log_ticks(ax)
+    ax.set_yscale('log'); plain_log_ticks(ax)
     if K: ax.set_xticks(range(1, K + 1)); ax.set_xlim(0.6, K + 0.4)
     if not drawn: _note(ax, 'no learner has a finite value here:\nevery one diverged (see curve.md)')
     ax.set_xlabel('function, in order of arrival (1 = learned first)'); ax.set_ylabel('query MSE after the continual stream')
@@ -414,7 +419,7 @@ def write_curve_figures(run_dir, exp, results: dict) -> list[Path]:
 def write_curve_report(run_dir, exp, results: dict) -> None:
     "`curve.md`, `curve.png`, `training.png` and (sine) `per_task.png` in `run_dir`."
     run_dir = Path(run_dir)
-    (run_dir / 'curve.md').write_text(curve_tables(results))
+    write_text(run_dir / 'curve.md', curve_tables(results))
     write_curve_figures(run_dir, exp, results)
     save_training_figure(run_dir, list(results['cells']), _curve_title(run_dir, exp, results))
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 import torch
-from .core import (Config, override, preset, config_to_dict, config_from_dict, get_device, seed_everything, ConfigError, RunDirError, check_config, strict_json)
+from .core import (Config, override, preset, config_to_dict, config_from_dict, get_device, seed_everything, ConfigError, RunDirError, check_config, strict_json, write_text)
 from .feedback import init_theta
 from .rules import rule_of
 from .lifetime import engine_for
@@ -157,7 +157,7 @@ def train_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, prog
         theta = pretrain(train_cfg, cfg.meta.steps, cfg.meta.meta_batch, exp.pretrain_lr, cfg.seed, after_step=lambda step, theta: report(step))
         return Learner(name, cfg, theta), {'seconds': time.time() - t0, 'diverged': None}
     if learner_id in ('scratch_sgd', 'flp_untrained'):                          # not trained at all
-        return Learner(name, cfg, {k: v.detach() for k, v in init_theta(cfg, torch.Generator().manual_seed(cfg.seed), device).items()}), {'seconds': 0.0, 'diverged': None}
+        return Learner(name, cfg, init_theta(cfg, torch.Generator().manual_seed(cfg.seed), device).detached()), {'seconds': 0.0, 'diverged': None}
     learner_dir = run_dir / 'learners' / learner_id if run_dir is not None else None
     resume = resume and learner_dir is not None and (learner_dir / 'checkpoint.pt').exists()
     draw_episode = training_episodes(exp, learner_id)
@@ -170,7 +170,7 @@ def train_learner(exp, learner_id: str, run_dir: Path | None, resume: bool, prog
         result, name, diverged = e.last_good, f"{name} (diverged at meta-step {e.last_good.step})", str(e)
         log(f"  diverged: {e}")
     if result.history: log(f"  eval loss along training: {[round(h['eval_loss'], 3) for h in result.history]} ({result.seconds:.0f} s)")
-    return Learner(name, cfg, {k: v.detach() for k, v in result.theta.items()}), {'seconds': time.time() - t0, 'diverged': diverged,
+    return Learner(name, cfg, result.theta.detached()), {'seconds': time.time() - t0, 'diverged': diverged,
                                                                                   'diverged_at': result.step if diverged else None}
 
 # %% ../nbs/07_experiments.ipynb #a8db94be
@@ -201,9 +201,9 @@ def run_sine(exp: SineExperiment, run_dir=None, resume: bool = False, progress: 
                'torch': torch.__version__, 'provenance': provenance(command)}
     results['diverged'] = diverged_learners(results)
     if run_dir is not None:
-        (run_dir / 'results.json').write_text(strict_json(results, indent=1))
-        (run_dir / 'results.md').write_text(table + '\n')
-        (run_dir / 'lr_search.json').write_text(strict_json(searches, indent=1))
+        write_text(run_dir / 'results.json', strict_json(results, indent=1))
+        write_text(run_dir / 'results.md', table + '\n')
+        write_text(run_dir / 'lr_search.json', strict_json(searches, indent=1))
         title = results_title('sine', label, exp.config.meta.steps, exp.eval_runs)
         save_figure(plot_results(evaluations, reference=zero, title=title), run_dir / 'sine_results.png')
         save_training_figure(run_dir, exp.learners, title, diverged_steps(training), learner_colors(results['results']))
@@ -221,7 +221,7 @@ def open_run_dir(exp, run_dir, resume: bool, command: str | None, may_change: tu
     if not writes: return run_dir
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / 'config.json').write_text(json.dumps(config_to_dict(exp), indent=1))
+        write_text(run_dir / 'config.json', json.dumps(config_to_dict(exp), indent=1))
         with open(run_dir / 'command.txt', 'a') as f: f.write((command or shlex.join(sys.argv)) + '\n')   # every command that made the run
     except OSError as e:
         raise RunDirError(f"cannot write the run to {run_dir} ({e.strerror}); choose a --run-dir you can write to") from None
@@ -538,8 +538,8 @@ def run_classification(exp: ClassificationExperiment, run_dir=None, resume: bool
                'provenance': provenance(command)}
     results['diverged'] = diverged_learners(results)
     if run_dir is not None:
-        (run_dir / 'results.json').write_text(strict_json(results, indent=1))
-        (run_dir / 'results.md').write_text(tables + '\n')
+        write_text(run_dir / 'results.json', strict_json(results, indent=1))
+        write_text(run_dir / 'results.md', tables + '\n')
         title = results_title(task.name, label, exp.config.meta.steps, exp.eval_runs)
         save_figure(plot_class_results(oml_protocol, exp.stream_pool, title=title), run_dir / f'{task.name}_results.png')
         save_training_figure(run_dir, exp.learners, title, diverged_steps(training), learner_colors(dict.fromkeys(r['learner'] for r in results['oml_protocol'])))

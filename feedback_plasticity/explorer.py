@@ -8,7 +8,7 @@ import base64, io
 from dataclasses import dataclass
 import torch
 from .core import Config, preset, override
-from .feedback import build_layers, init_theta, represent, plastic_forward, parse_name
+from .feedback import Theta, build_layers, init_theta, represent, plastic_forward
 from .lifetime import Episode, lifetime
 from .rules import task_loss
 from .tasks import make_episode
@@ -28,14 +28,13 @@ def explorer_config(rule: str = 'oja', n_tasks: int = 3, steps_per_task: int = 1
         'net.in_shape': (n_tasks + 1,), 'task.n_tasks': n_tasks, 'task.steps_per_task': steps_per_task,
         'task.batch': batch, 'task.query_per_task': 32})
 
-def explorer_theta(cfg: Config, strength: float, eta: float, seed: int = 0) -> dict:
+def explorer_theta(cfg: Config, strength: float, eta: float, seed: int = 0) -> Theta:
     "An untrained $\\theta$ for `cfg` with every feedback strength set to `strength` and every plasticity coefficient to `eta`."
     # draw with a feedback rule, so that every rule starts from the same forward weights W(0)
     drawn = init_theta(override(cfg, **{'plasticity.rule': 'oja'}), torch.Generator().manual_seed(seed))
-    keys = init_theta(cfg, torch.Generator()).keys()                                 # what `cfg`'s rule uses
-    theta = {k: v.detach() for k, v in drawn.items() if k in keys}
-    theta = with_plasticity(Learner('explorer', cfg, theta), eta).theta
-    return {k: (torch.full_like(v, strength) if parse_name(k)[0] == 's' else v) for k, v in theta.items()}
+    used = init_theta(cfg, torch.Generator())                                          # what `cfg`'s rule uses
+    theta = with_plasticity(Learner('explorer', cfg, {k: drawn[k].detach() for k in used}), eta).theta
+    return theta.map(lambda v: torch.full_like(v, strength), kinds=('s',))
 
 # %% ../nbs/06a_explorer.ipynb #5c851e00
 @dataclass
@@ -94,13 +93,13 @@ def explore_lifetime(rule: str = 'oja', strength: float = 0.5, eta_scale: float 
     h_grid, h_query = represent(theta, x_in, layers), represent(theta, episode.x_query, layers)
     tasks = episode.x[0, :, :, :K].argmax(-1)                                        # (T, b)
     plastic = [layer.index for layer in layers if layer.plastic]
-    W0 = {l: theta[f'W{l}'] for l in plastic}
+    W0 = {l: theta.W[l] for l in plastic}
     frames, previous = [], dict(W0)
 
     def observe(step, fast):
         "Record the frame after `step` + 1 inner steps (step = -1: the initial network)."
-        W = {l: fast[f'W{l}'][0] for l in plastic} if fast is not None else W0
-        batched = {f'W{l}': w[None] for l, w in W.items()}
+        W = {l: fast[l][0] for l in plastic} if fast is not None else W0
+        batched = {l: w[None] for l, w in W.items()}
         prediction = plastic_forward(theta, batched, h_grid, layers)[L].reshape(K, grid)      # (K, G)
         mse = task_loss(plastic_forward(theta, batched, h_query, layers)[L], episode.y_query, 'regression').item()
         delta = {l: W[l] - previous[l] for l in plastic}                               # (n_out, n_in) each

@@ -5,15 +5,18 @@
 # %% ../nbs/01_feedback.ipynb #2cc65cd4
 from __future__ import annotations
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 import torch
+from torch.utils import _pytree as pytree
 import torch.nn.functional as F
 from .core import Config, NetConfig, get_dtype, ConfigError
 
 # %% auto #0
-__all__ = ['KINDS', 'Layer', 'build_layers', 'uses_feedback', 'has_feedback', 'eta_shape', 'init_theta', 'parse_name',
-           'count_params', 'frozen_forward', 'represent', 'initial_fast', 'plastic_forward', 'target_of',
-           'teaching_signal', 'feedback_signal', 'feedback_posts', 'feedback_posts_vjp', 'teaching_signal_vjp']
+__all__ = ['KINDS', 'Layer', 'build_layers', 'meta_name', 'ByLayer', 'Theta', 'uses_feedback', 'has_feedback', 'eta_shape',
+           'theta_layout', 'init_theta', 'as_theta', 'count_params', 'frozen_forward', 'represent', 'initial_fast',
+           'plastic_forward', 'target_of', 'teaching_signal', 'feedback_signal', 'feedback_posts', 'feedback_posts_vjp',
+           'teaching_signal_vjp']
 
 # %% ../nbs/01_feedback.ipynb #1f9c68b7
 @dataclass(frozen=True)
@@ -70,6 +73,60 @@ def build_layers(net: NetConfig) -> list[Layer]:
     return layers
 
 # %% ../nbs/01_feedback.ipynb #ae5b8354
+KINDS = ('W', 'b', 'eta', 'B', 'c', 's')    # the meta-parameters of layer l: W_l(0), b_l, η_l, B_l, c_l, s_l
+
+def meta_name(kind: str, l: int) -> str:
+    "The state-dict name of layer `l`'s meta-parameter of `kind`, e.g. `'eta7'`: the one place a name is written; no name is ever read back."
+    return f'{kind}{l}'
+
+class ByLayer(Mapping):
+    "One kind of meta-parameter, by layer index: `theta.eta[7]` is $\\eta_7$. Setting `theta.s[1] = x` replaces that tensor in `theta`."
+    def __init__(self, theta: Theta, kind: str): self.theta, self.kind = theta, kind
+    def __getitem__(self, l: int) -> torch.Tensor:
+        try: return self.theta.entries[self.kind, l]
+        except KeyError: raise KeyError(f"θ has no {self.kind} for layer {l}; it has one for layers {list(self)}") from None
+    def __setitem__(self, l: int, value: torch.Tensor): self.theta.set(self.kind, l, value)
+    def __iter__(self): return (l for kind, l in self.theta.entries if kind == self.kind)
+    def __len__(self): return sum(1 for _ in self)
+    def __repr__(self): return f'{self.kind}: {dict(self.items())!r}'
+
+class Theta(Mapping):
+    "The meta-parameters $\\theta$ by kind and layer (`theta.W[l]`, `theta.eta[l]`, `theta.B[l]`, ...); as a mapping, the flat state dict `{'W1': ..., 'eta1': ...}` that Adam, checkpoints and DDP see."
+    def __init__(self, entries=()):
+        self.entries, self.names = {}, {}          # {(kind, l): tensor} layer by layer; {'eta7': ('eta', 7)}
+        self.W, self.b, self.eta, self.B, self.c, self.s = (ByLayer(self, kind) for kind in KINDS)   # theta.W[l], ...
+        for kind, l, value in entries: self.set(kind, l, value)
+    def set(self, kind: str, l: int, value: torch.Tensor):
+        if kind not in KINDS: raise ValueError(f"{kind!r} is not a kind of meta-parameter; the kinds are {KINDS}")
+        self.entries[kind, l] = value; self.names[meta_name(kind, l)] = (kind, l)
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.names: raise KeyError(f"θ has no meta-parameter {name!r}; it has {list(self.names)}")
+        return self.entries[self.names[name]]
+    def kind_of(self, name: str) -> str: return self.names[name][0]
+    def __iter__(self): return iter(self.names)
+    def __len__(self): return len(self.entries)
+    def __repr__(self): return f"Theta({', '.join(f'{k}: {tuple(v.shape)}' for k, v in self.items())})"
+    def triples(self): return [(kind, l, v) for (kind, l), v in self.entries.items()]
+    @classmethod
+    def zip(cls, keys, values) -> Theta: return cls((kind, l, v) for (kind, l), v in zip(keys, values))   # keys: [(kind, l)]
+    def map(self, fn, kinds: tuple = KINDS) -> Theta:
+        "A new `Theta` with `fn` applied to each tensor of `kinds`, the others kept."
+        return Theta((kind, l, fn(v) if kind in kinds else v) for kind, l, v in self.triples())
+    def replace(self, **by_kind: dict) -> Theta:
+        "A new `Theta` with some tensors replaced, by kind and layer: `theta.replace(s={1: torch.tensor(0.)})`."
+        new = Theta(self.triples())
+        for kind, values in by_kind.items():
+            for l, v in values.items(): new.set(kind, l, v)
+        return new
+    def detached(self) -> Theta: return self.map(torch.Tensor.detach)
+    def state_dict(self) -> dict[str, torch.Tensor]: return {k: v.detach() for k, v in self.items()}
+
+pytree.register_pytree_node(
+    Theta, lambda theta: (list(theta.entries.values()), list(theta.entries)),
+    lambda values, keys: Theta.zip(keys, values), serialized_type_name='feedback_plasticity.Theta')
+
+
+# %% ../nbs/01_feedback.ipynb #891fc106
 def uses_feedback(cfg: Config) -> bool:
     "Whether the rule is driven by feedback pathways (Hebb, Oja) rather than backprop ('sgd')."
     return cfg.plasticity.rule != 'sgd'
@@ -85,48 +142,59 @@ def eta_shape(layer: Layer, granularity: str) -> tuple:
     "Shape of $\\eta_\\ell$: per synapse `(n_out, n_in)`, per neuron `(n_out, 1)`, per layer `()`."
     return {'synapse': (layer.n_out, layer.n_in), 'neuron': (layer.n_out, 1), 'layer': ()}[granularity]
 
-def init_theta(cfg: Config, generator: torch.Generator | None = None, device=None) -> dict[str, torch.Tensor]:
+
+# %% ../nbs/01_feedback.ipynb #0a76c49b
+def theta_layout(layers: list[Layer], cfg: Config) -> list[tuple[str, Layer]]:
+    "Which meta-parameters `cfg`'s learner has, `(kind, layer)` layer by layer: $W_\\ell(0), b_\\ell$ for all, $\\eta_\\ell$ where plastic, $B_\\ell, c_\\ell, s_\\ell$ where fed back."
+    fed = lambda layer: layer.plastic and has_feedback(layer, cfg)
+    return [(kind, layer) for layer in layers for kind in KINDS
+            if kind in ('W', 'b') or (kind == 'eta' and layer.plastic) or (kind in ('B', 'c', 's') and fed(layer))]
+
+def init_theta(cfg: Config, generator: torch.Generator | None = None, device=None) -> Theta:
     "The meta-parameters $\\theta$ of `cfg`'s learner, freshly initialised; learned ones have `requires_grad=True`."
     from feedback_plasticity.rules import eta_parameter  # the rules module builds on this one
     layers = build_layers(cfg.net)
     dtype, n_output = get_dtype(cfg.dtype), layers[-1].n_out
     randn = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)
-    theta = {}
-    def add(name, value, learned):
-        theta[name] = value.to(device).requires_grad_(learned)
-    for layer in layers:
-        l, fan_in = layer.index, math.prod(layer.weight_shape[1:])
-        gain = cfg.net.output_gain if layer.output else 2.0
-        # He (hidden) or LeCun (output) initialisation; the output layer may start empty
-        scale = 0.0 if layer.output and cfg.net.zero_output else math.sqrt(gain / fan_in)
-        add(f'W{l}', randn(*layer.weight_shape) * scale, True)
-        add(f'b{l}', torch.zeros(layer.n_out, dtype=dtype), True)
-        if layer.plastic:
+    def initial(kind: str, layer: Layer) -> tuple[torch.Tensor, bool]:
+        if kind == 'W':
+            gain = cfg.net.output_gain if layer.output else 2.0
+            # He (hidden) or LeCun (output) initialisation; the output layer may start empty
+            scale = 0.0 if layer.output and cfg.net.zero_output else math.sqrt(gain / math.prod(layer.weight_shape[1:]))
+            return randn(*layer.weight_shape) * scale, True
+        if kind == 'eta':
             eta = cfg.plasticity.eta_init + (cfg.plasticity.eta_init_output if layer.output else 0.0)
-            add(f'eta{l}', torch.full(eta_shape(layer, cfg.plasticity.eta_shape), eta_parameter(eta, cfg), dtype=dtype), cfg.plasticity.eta_learned)
-        if layer.plastic and has_feedback(layer, cfg):
-            add(f'B{l}', randn(layer.n_out, n_output) * (cfg.feedback.B_scale / math.sqrt(n_output)), cfg.feedback.B_learned)
-            add(f'c{l}', torch.zeros(layer.n_out, dtype=dtype), cfg.feedback.B_learned)
-            add(f's{l}', torch.tensor(cfg.feedback.strength_init, dtype=dtype), cfg.feedback.strength_learned)
+            return torch.full(eta_shape(layer, cfg.plasticity.eta_shape), eta_parameter(eta, cfg), dtype=dtype), cfg.plasticity.eta_learned
+        if kind == 'B': return randn(layer.n_out, n_output) * (cfg.feedback.B_scale / math.sqrt(n_output)), cfg.feedback.B_learned
+        if kind == 's': return torch.tensor(cfg.feedback.strength_init, dtype=dtype), cfg.feedback.strength_learned
+        return torch.zeros(layer.n_out, dtype=dtype), kind == 'b' or cfg.feedback.B_learned   # b_l = 0, c_l = 0
+    theta = Theta()
+    for kind, layer in theta_layout(layers, cfg):
+        value, learned = initial(kind, layer)
+        theta.set(kind, layer.index, value.to(device).requires_grad_(learned))
     return theta
 
-KINDS = ('W', 'b', 'eta', 'B', 'c', 's')    # the meta-parameters of layer l: W_l(0), b_l, η_l, B_l, c_l, s_l, named e.g. 'eta7'
+def as_theta(state, cfg: Config) -> Theta:
+    "`cfg`'s meta-parameters from a state dict `state` (e.g. a checkpoint's `'theta'`), checked name by name against `cfg`'s layout."
+    if isinstance(state, Theta): return state
+    layout = theta_layout(build_layers(cfg.net), cfg)
+    expected = [meta_name(kind, layer.index) for kind, layer in layout]
+    missing, extra = [k for k in expected if k not in state], [k for k in state if k not in expected]
+    if missing or extra:
+        raise ValueError(f"these meta-parameters do not fit the config's network (missing {missing}, unexpected {extra}): "
+                         "load them with the config they were trained with (the run folder's config.json)")
+    return Theta((kind, layer.index, state[name]) for (kind, layer), name in zip(layout, expected))
 
-def parse_name(name: str) -> tuple[str, int]:
-    "The kind (one of `KINDS`) and layer of the meta-parameter `name`: `parse_name('eta7') == ('eta', 7)`; the one place a name is read."
-    kind = name.rstrip('0123456789')
-    if kind not in KINDS or kind == name: raise ValueError(f"{name!r} is not a meta-parameter name (a kind of {KINDS} and a layer index, e.g. 'eta7')")
-    return kind, int(name[len(kind):])
-
-def count_params(theta: dict, kind: str = '') -> int:
+def count_params(theta: Theta, kind: str = '') -> int:
     "Number of scalars in the meta-parameters of `kind` (e.g. 'B' for feedback; '' for all)."
-    return sum(v.numel() for k, v in theta.items() if not kind or parse_name(k)[0] == kind)
+    return sum(v.numel() for k, l, v in theta.triples() if not kind or k == kind)
+
 
 # %% ../nbs/01_feedback.ipynb #779262af
-def frozen_forward(theta: dict, a: torch.Tensor, frozen: list[Layer]) -> torch.Tensor:
+def frozen_forward(theta: Theta, a: torch.Tensor, frozen: list[Layer]) -> torch.Tensor:
     "The `frozen` layers on a batch `a` `(N, *in_shape)`; returns `(N, n)`."
     for layer in frozen:
-        W, b = theta[f'W{layer.index}'], theta[f'b{layer.index}']
+        W, b = theta.W[layer.index], theta.b[layer.index]
         if layer.kind == 'conv':
             # z_l = conv(W_l, a_{l-1}) + b_l
             a = F.conv2d(a, W, b, stride=layer.stride)                            # (N, C_out, H', W')
@@ -137,7 +205,7 @@ def frozen_forward(theta: dict, a: torch.Tensor, frozen: list[Layer]) -> torch.T
         if not layer.output: a = a.relu_()
     return a.flatten(1)                                                           # (N, n)
 
-def represent(theta: dict, x: torch.Tensor, layers: list[Layer], chunk_bytes: int = 2**24) -> torch.Tensor:
+def represent(theta: Theta, x: torch.Tensor, layers: list[Layer], chunk_bytes: int = 2**24) -> torch.Tensor:
     "Run the frozen layers on `x` of shape `(..., *in_shape)`, in chunks of images whose largest activation fits `chunk_bytes`; returns `(..., n)`, the input of the first plastic layer."
     frozen = [layer for layer in layers if not layer.plastic]
     lead = x.shape[:x.dim() - len(layers[0].in_shape)]
@@ -148,11 +216,11 @@ def represent(theta: dict, x: torch.Tensor, layers: list[Layer], chunk_bytes: in
     h = torch.cat([frozen_forward(theta, part, frozen) for part in a.split(per_chunk)])   # (N, n)
     return h.reshape(*lead, -1)                                                   # (..., n)
 
-def initial_fast(theta: dict, layers: list[Layer], M: int) -> dict[str, torch.Tensor]:
-    "The fast state at the start of $M$ lifetimes: every plastic $W_\\ell(0)$, with a leading lifetime dimension."
-    return {f'W{l.index}': theta[f'W{l.index}'].expand(M, *l.weight_shape) for l in layers if l.plastic}  # (M, n_out, n_in)
+def initial_fast(theta: Theta, layers: list[Layer], M: int) -> dict[int, torch.Tensor]:
+    "The fast state `{l: W_l}` at the start of $M$ lifetimes: every plastic $W_\\ell(0)$, with a leading lifetime dimension."
+    return {l.index: theta.W[l.index].expand(M, *l.weight_shape) for l in layers if l.plastic}  # (M, n_out, n_in)
 
-def plastic_forward(theta: dict, fast: dict, h: torch.Tensor, layers: list[Layer]) -> dict[int, torch.Tensor]:
+def plastic_forward(theta: Theta, fast: dict, h: torch.Tensor, layers: list[Layer]) -> dict[int, torch.Tensor]:
     "Activities `{l: a_l}` of the plastic layers for input `h` `(M, b, n)` (the output of `represent`)."
     plastic = [layer for layer in layers if layer.plastic]
     first = plastic[0].index - 1 if plastic else layers[-1].index
@@ -160,7 +228,7 @@ def plastic_forward(theta: dict, fast: dict, h: torch.Tensor, layers: list[Layer
     for layer in plastic:
         l = layer.index
         # a_l = phi(W_l a_{l-1} + b_l)
-        z = torch.baddbmm(theta[f'b{l}'], acts[l - 1], fast[f'W{l}'].transpose(1, 2))    # (M, b, n_out)
+        z = torch.baddbmm(theta.b[l], acts[l - 1], fast[l].transpose(1, 2))    # (M, b, n_out)
         acts[l] = z if layer.output else torch.relu(z)
     return acts
 
@@ -187,13 +255,13 @@ def teaching_signal(y_hat: torch.Tensor, y: torch.Tensor, signal) -> torch.Tenso
     return t if signal.meta_grad else t.detach()
 
 # %% ../nbs/01_feedback.ipynb #f60e0ee9
-def feedback_signal(theta: dict, t: torch.Tensor, l: int, linear: bool = False) -> torch.Tensor:
+def feedback_signal(theta: Theta, t: torch.Tensor, l: int, linear: bool = False) -> torch.Tensor:
     "Feedback $f_\\ell = \\phi_B(B_\\ell t + c_\\ell)$ into layer `l` for teaching signal `t` `(M, b, n_L)`."
     # f_l = phi_B(B_l t + c_l)
-    f = F.linear(t, theta[f'B{l}'], theta[f'c{l}'])                                    # (M, b, n_l)
+    f = F.linear(t, theta.B[l], theta.c[l])                                    # (M, b, n_l)
     return f if linear else torch.relu(f)
 
-def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
+def feedback_posts(theta: Theta, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
     "Postsynaptic activity $\\tilde a_\\ell$ of every plastic layer: $t$ at the output, feedback mixed with $a_\\ell$ below."
     L = layers[-1].index
     t = teaching_signal(acts[L], y, cfg.signal)                                       # (M, b, n_L)
@@ -205,15 +273,15 @@ def feedback_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
             # a~_L = t
             posts[l] = t
         else:
-            s = theta[f's{l}']
+            s = theta.s[l]
             # a~_l = s_l f_l + (1 - s_l) a_l
             posts[l] = s * feedback_signal(theta, t, l, cfg.feedback.linear) + (1 - s) * acts[l]  # (M, b, n_l)
     return posts
 
 # %% ../nbs/01_feedback.ipynb #f2a15aff
-def feedback_posts_vjp(theta: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
-                       d_posts: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], dict[str, torch.Tensor]]:
-    "Backward of `feedback_posts` for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({l: ∂L/∂a_l}, {'B7': ∂L/∂B_7, ...})` (no graph)."
+def feedback_posts_vjp(theta: Theta, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
+                       d_posts: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], dict[tuple, torch.Tensor]]:
+    "Backward of `feedback_posts` for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({l: ∂L/∂a_l}, {('B', l): ∂L/∂B_l, ('c', l): ∂L/∂c_l, ('s', l): ∂L/∂s_l})` (no graph)."
     L = layers[-1].index
     t = teaching_signal(acts[L], y, cfg.signal).detach()                                 # (M, b, n_L)
     # t̄ = ā~_L (if a~_L = t) + Σ_l ū_l B_l
@@ -222,19 +290,19 @@ def feedback_posts_vjp(theta: dict, acts: dict, y: torch.Tensor, layers: list[La
     for layer in layers:
         l = layer.index
         if not layer.plastic or not has_feedback(layer, cfg): continue
-        s, B, d_post = theta[f's{l}'], theta[f'B{l}'], d_posts[l]
+        s, B, d_post = theta.s[l], theta.B[l], d_posts[l]
         # u_l = B_l t + c_l, f_l = φ_B(u_l)
-        u = F.linear(t, B, theta[f'c{l}'])                                               # (M, b, n_l)
+        u = F.linear(t, B, theta.c[l])                                               # (M, b, n_l)
         f = u if cfg.feedback.linear else torch.relu(u)
         # ā_l = (1 - s_l) ā~_l
         d_acts[l] = (1 - s) * d_post                                                     # (M, b, n_l)
         # s̄_l = Σ (f_l - a_l) ⊙ ā~_l
-        d_meta[f's{l}'] = ((f - acts[l]) * d_post).sum().reshape(s.shape)
+        d_meta['s', l] = ((f - acts[l]) * d_post).sum().reshape(s.shape)
         # ū_l = s_l ā~_l ⊙ φ_B'(u_l)
         d_u = s * d_post if cfg.feedback.linear else s * d_post * (u > 0)                # (M, b, n_l)
         # B̄_l = Σ_b ū_lᵀ t, c̄_l = Σ_b ū_l
-        d_meta[f'B{l}'] = d_u.flatten(0, 1).T @ t.flatten(0, 1)                         # (n_l, n_L)
-        d_meta[f'c{l}'] = d_u.sum((0, 1))                                                # (n_l,)
+        d_meta['B', l] = d_u.flatten(0, 1).T @ t.flatten(0, 1)                         # (n_l, n_L)
+        d_meta['c', l] = d_u.sum((0, 1))                                                # (n_l,)
         d_t += d_u @ B                                                                   # (M, b, n_L)
     d_y_hat = teaching_signal_vjp(acts[L], d_t, cfg.signal)
     # ā_L: through t, and (with feedback into the output) through a~_L's (1 - s_L) ŷ

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 import torch
 from .core import Config, FLPError
-from .feedback import Layer
+from .feedback import Layer, Theta
 
 # %% auto #0
 __all__ = ['KERNEL_FILE', 'KERNEL_SOURCE', 'FLAGS', 'WARNINGS', 'KERNEL_ARGUMENTS', 'CppSource', 'cpp_definition', 'show_source',
@@ -255,11 +255,11 @@ class _Pinned(list):
         self.append(x)
         return x.data_ptr()
 
-def _feedback_arguments(theta: dict, layer: Layer, address: _Pinned) -> tuple | None:
+def _feedback_arguments(theta: Theta, layer: Layer, address: _Pinned) -> tuple | None:
     "A layer's (address of B, address of c, s) for the postsynaptic-term kernels, pinned in `address`; None where it has no feedback (the output, unless `feedback.output`)."
-    if f'B{layer.index}' not in theta: return None
+    if layer.index not in theta.B: return None
     l = layer.index
-    return address(theta[f'B{l}'].detach().contiguous()), address(theta[f'c{l}'].detach().contiguous()), float(theta[f's{l}'])
+    return address(theta.B[l].detach().contiguous()), address(theta.c[l].detach().contiguous()), float(theta.s[l])
 
 def teaching_scale(cfg: Config, b: int) -> float:
     "The factor on the kernels' teaching signal: $1/b$ for the authors' mean classification error (`signal.batch_mean`), else 1."
@@ -267,7 +267,7 @@ def teaching_scale(cfg: Config, b: int) -> float:
     return 1.0 / b if mean else 1.0
 
 # %% ../nbs/03b_kernels.ipynb #ad1a72cf
-def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict,
+def fused_forward_steps(theta: Theta, W: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config, k_eta: dict,
                         eta_row_max: dict, every: int | None = None, observe: Callable | None = None, start: int = 0) -> tuple:
     """The steps of `forward_step` for every minibatch of `h` `(M, T, b, n)` and `y` on the kernels (`flp_forward_steps`: all the
     layers and steps in one call, no Python between them); `W` changes in place (`k_eta` full `(n_out, n_in)`, `eta_row_max`
@@ -291,7 +291,7 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
     acts = {layer.index: step_buffer((T if keep else 1, M, b, layer.n_out), dtype) for layer in plastic}
     posts = {layer.index: step_buffer((T if keep else 1, M, b, layer.n_out), dtype) for layer in plastic}
     # with feedback into the output (ã_L ≠ t), t of every kept step in a buffer of its own, kept beside the posts as 't'
-    output_feedback = f'B{layers[-1].index}' in theta
+    output_feedback = layers[-1].index in theta.B
     t_all = step_buffer((T if keep else 1, M, b, layers[-1].n_out), dtype) if output_feedback else None
     largest = torch.zeros(T, len(plastic), dtype=dtype) if oja else None               # max |η̄ ⊙ d| of each step and layer
     # each layer's sizes and arguments, bottom layer first: W, b, η̄, its rows' largest |η̄|, B, c (none at the output), buffers
@@ -300,7 +300,7 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
     sizes = (ctypes.c_long * (2 * len(plastic)))(*[n for layer in plastic for n in (layer.n_out, layer.n_in)])
     pointers = (ctypes.c_void_p * (8 * len(plastic)))(*[
         x for layer, fb in zip(plastic, feedback)
-        for x in (W[layer.index].data_ptr(), address(theta[f'b{layer.index}'].detach().contiguous()), k_eta[layer.index].data_ptr(),
+        for x in (W[layer.index].data_ptr(), address(theta.b[layer.index].detach().contiguous()), k_eta[layer.index].data_ptr(),
                   address(eta_row_max[layer.index].contiguous()) if oja else None, *(fb[:2] if fb else (None, None)),
                   acts[layer.index].data_ptr(), posts[layer.index].data_ptr())])
     strengths = (ctypes.c_double * len(plastic))(*[fb[2] if fb else 0.0 for fb in feedback])
@@ -320,14 +320,14 @@ def fused_forward_steps(theta: dict, W: dict, h: torch.Tensor, y: torch.Tensor, 
     else:
         for tau in range(T):
             steps(tau, tau + 1)
-            observe(start + tau, {f'W{l}': w.clone() for l, w in W.items()})
+            observe(start + tau, {l: w.clone() for l, w in W.items()})
     # each step's views of the buffers, made when the walk asks for them (the kernels only read step 0's)
     if output_feedback: posts = {**posts, 't': t_all}
     acts_seq, posts_seq = (StepViews(acts), StepViews(posts)) if keep else (None, None)
     return W, boundaries, acts_seq, posts_seq, largest.amax(1) if oja else None
 
 # %% ../nbs/03b_kernels.ipynb #d273937d
-def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -> Callable:
+def fused_backward(theta: Theta, layers: list[Layer], cfg: Config, k_eta: dict) -> Callable:
     """The walk's steps on the kernels, for one walk: returns `span(W, G, d_acts, hi, lo, sums, h, d_h, acts_first,
     posts_first, first, replay_from=None)`, which runs the steps τ = `hi` .. `lo` of `backward_step` in one call (`flp_walk_span`),
     changing `W` (to W(lo-1)), `G` and the sums (`sums['eta']` full `(n_out, n_in)`) in place and writing ∂L/∂h(τ) into `d_h`
@@ -345,7 +345,7 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -
     strengths = (ctypes.c_double * len(spec))(*[feedback[2] if feedback else 0.0 for *_, feedback in spec])
     n_t, linear, signal = layers[-1].n_out, int(cfg.feedback.linear), cfg.signal
     signal_code = 0 if signal.kind != 'error' or not signal.meta_grad else 2 if signal.task == 'classification' else 1   # how t depends on a_L
-    output_feedback = f'B{L}' in theta                                                 # ã_L has a pathway of its own: ∂L/∂a_L without t
+    output_feedback = L in theta.B                                                 # ã_L has a pathway of its own: ∂L/∂a_L without t
     buffers = {}                                                                       # per (M, b): the gradient buffers
 
     def replay_buffers(buf: dict, replay_from: dict | None, slots: int) -> dict:
@@ -372,7 +372,7 @@ def fused_backward(theta: dict, layers: list[Layer], cfg: Config, k_eta: dict) -
         pointers = (ctypes.c_void_p * (15 * len(spec)))(*[
             x for l, n_out, eta_at, feedback in spec
             for x in (W[l].data_ptr(), G[l].data_ptr(), eta_at, ptr(sums['eta'].get(l)), ptr(sums['b'].get(l)),
-                      *(feedback[:2] if feedback else (None, None)), *((ptr(fb.get(f'{k}{l}')) for k in 'sBc') if feedback else (None,) * 3),
+                      *(feedback[:2] if feedback else (None, None)), *((ptr(fb.get((k, l))) for k in ('s', 'B', 'c')) if feedback else (None,) * 3),
                       acts_first[l].data_ptr(), posts_first[l].data_ptr(), buf['d_post'][l].data_ptr(), dA[l].data_ptr(),
                       ptr(replays.get(l)))])
         need_h = d_h is not None

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from .core import Config, ConfigError
-from .feedback import Layer, build_layers, represent, initial_fast, plastic_forward, feedback_posts
+from .feedback import Layer, Theta, as_theta, build_layers, represent, initial_fast, plastic_forward, feedback_posts
 from .rules import rule_of, hebb, oja, weight_change, task_loss, plasticity_coefficients
 from .reversible import reversible_steps, fused_run_steps
 from .kernels import without_compiler, kernels_loaded
@@ -51,12 +51,12 @@ class Episode:
 @dataclass
 class LifetimeResult:
     "What a lifetime returns."
-    fast: dict               # final plastic weights `{'W7': (M, n_out, n_in)}`
+    fast: dict               # final plastic weights `{7: (M, n_out, n_in)}`
     query_output: torch.Tensor  # network output on the query set `(M, Q, n_out)`
     query_loss: torch.Tensor    # loss on the query set per lifetime `(M,)`
 
 # %% ../nbs/03_lifetime.ipynb #d36884dd
-def inner_step(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
+def inner_step(theta: Theta, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                etas: dict | None = None) -> dict:
     "One plastic step of $M$ lifetimes on represented inputs `h` `(M, b, n)` and targets `y`; returns the new fast weights."
     etas = plasticity_coefficients(theta, layers, cfg) if etas is None else etas
@@ -69,12 +69,12 @@ def inner_step(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers
     for layer in layers:
         if not layer.plastic: continue
         l = layer.index
-        W = fast[f'W{l}']                                                            # (M, n_out, n_in)
-        new_fast[f'W{l}'] = W + weight_change(cfg, layer, W, acts[l - 1], posts[l], etas[l])
+        W = fast[l]                                                            # (M, n_out, n_in)
+        new_fast[l] = W + weight_change(cfg, layer, W, acts[l - 1], posts[l], etas[l])
     return new_fast
 
 # %% ../nbs/03_lifetime.ipynb #35d9ab7b
-def run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
+def run_steps(theta: Theta, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
               observe: Callable | None = None, start: int = 0) -> dict:
     "Apply `inner_step` for each of the `h.shape[1]` minibatches of `h` `(M, T, b, n)` and `y`, from the fast weights `fast`."
     etas = plasticity_coefficients(theta, layers, cfg)
@@ -84,11 +84,11 @@ def run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers:
     return fast
 
 # %% ../nbs/03_lifetime.ipynb #233f7fb7
-def autograd_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict:
+def autograd_steps(theta: Theta, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict:
     "All $T$ steps of $M$ lifetimes under plain autograd, from $W(0)$; returns the final fast weights."
     return run_steps(theta, initial_fast(theta, layers, h.shape[0]), h, y, layers, cfg)
 
-def checkpointed_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict:
+def checkpointed_steps(theta: Theta, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict:
     "`autograd_steps` in chunks of `compute.chunk` steps, each recomputed during the backward (memory grows like $T/k + k$)."
     fast, chunk = initial_fast(theta, layers, h.shape[0]), cfg.compute.chunk         # (M, n_out, n_in) each
     names = list(fast)
@@ -161,9 +161,9 @@ def query_loss(y_hat: torch.Tensor, episode: Episode, cfg: Config) -> torch.Tens
         y_hat = y_hat.masked_fill(~episode_classes(episode, y_hat.shape[-1])[:, None], float('-inf'))   # (M, Q, n_out)
     return task_loss(y_hat, episode.y_query, cfg.signal.task)
 
-def lifetime(theta: dict, episode: Episode, cfg: Config, observe: Callable | None = None) -> LifetimeResult:
+def lifetime(theta: Theta, episode: Episode, cfg: Config, observe: Callable | None = None) -> LifetimeResult:
     "Run the $M$ lifetimes of `episode` from $\\theta$ and evaluate them on its query set (batched over lifetimes)."
-    layers = build_layers(cfg.net)
+    layers, theta = build_layers(cfg.net), as_theta(theta, cfg)                    # a state dict is checked against cfg
     L = layers[-1].index
     M, T, b, Q = *episode.x.shape[:3], episode.x_query.shape[1]
     # the frozen layers once, on the stream's and the query's inputs together
@@ -177,19 +177,19 @@ def lifetime(theta: dict, episode: Episode, cfg: Config, observe: Callable | Non
     return LifetimeResult(fast, y_hat, query_loss(y_hat, episode, cfg))
 
 # %% ../nbs/03_lifetime.ipynb #ce3b6cfb
-def _reference_forward(theta: dict, W: dict, x: torch.Tensor, layers: list[Layer]) -> list:
+def _reference_forward(theta: Theta, W: dict, x: torch.Tensor, layers: list[Layer]) -> list:
     "Activities $a_0..a_L$ of one example (vectors), with plastic weights `W` `{l: (n_out, n_in)}`."
     acts = [x]
     for layer in layers:
         l, a = layer.index, acts[-1]
         if layer.kind == 'conv':
-            z = F.conv2d(a[None], theta[f'W{l}'], theta[f'b{l}'], stride=layer.stride)[0]
+            z = F.conv2d(a[None], theta.W[l], theta.b[l], stride=layer.stride)[0]
         else:
-            z = torch.mv(W.get(l, theta[f'W{l}']), a.flatten()) + theta[f'b{l}']
+            z = torch.mv(W.get(l, theta.W[l]), a.flatten()) + theta.b[l]
         acts.append(z if layer.output else torch.relu(z))
     return acts
 
-def _reference_posts(theta: dict, W: dict, acts: list, y: torch.Tensor, layers: list[Layer], cfg: Config, b: int) -> dict:
+def _reference_posts(theta: Theta, W: dict, acts: list, y: torch.Tensor, layers: list[Layer], cfg: Config, b: int) -> dict:
     "Postsynaptic vectors of one example for every plastic layer."
     L, task, y_hat = layers[-1].index, cfg.signal.task, acts[-1]
     target = F.one_hot(y.long(), y_hat.numel()).to(y_hat.dtype) if task == 'classification' else y.reshape(y_hat.shape)
@@ -206,20 +206,20 @@ def _reference_posts(theta: dict, W: dict, acts: list, y: torch.Tensor, layers: 
     posts = {L: t}
     for layer in layers:
         if layer.plastic and (not layer.output or cfg.feedback.output):
-            l, s = layer.index, theta[f's{layer.index}']
-            f = theta[f'B{l}'] @ t + theta[f'c{l}']
+            l, s = layer.index, theta.s[layer.index]
+            f = theta.B[l] @ t + theta.c[l]
             f = f if cfg.feedback.linear else torch.relu(f)
             posts[l] = s * f + (1 - s) * acts[l]
     return posts
 
 # %% ../nbs/03_lifetime.ipynb #f82b99ce
-def reference_lifetime(theta: dict, episode: Episode, cfg: Config) -> LifetimeResult:
+def reference_lifetime(theta: Theta, episode: Episode, cfg: Config) -> LifetimeResult:
     "`lifetime`, computed with Python loops over lifetimes, steps and examples (slow; for tests)."
     layers = build_layers(cfg.net)
     plastic = [layer for layer in layers if layer.plastic]
     finals, outputs, losses = [], [], []
     for m in range(episode.M):
-        W = {layer.index: theta[f'W{layer.index}'] for layer in plastic}
+        W = {layer.index: theta.W[layer.index] for layer in plastic}
         for tau in range(episode.T):
             x, y = episode.x[m, tau], episode.y[m, tau]
             change, steps = {}, {l: [] for l in W}
@@ -228,7 +228,7 @@ def reference_lifetime(theta: dict, episode: Episode, cfg: Config) -> LifetimeRe
                 acts = _reference_forward(theta, W, x[e], layers)
                 posts = _reference_posts(theta, W, acts, y[e], layers, cfg, x.shape[0])
                 for layer in plastic:
-                    l, pre, post, eta = layer.index, acts[layer.index - 1].flatten(), posts[layer.index], theta[f'eta{layer.index}']
+                    l, pre, post, eta = layer.index, acts[layer.index - 1].flatten(), posts[layer.index], theta.eta[layer.index]
                     if cfg.plasticity.eta_bound > 0: eta = cfg.plasticity.eta_bound * torch.tanh(eta)
                     stable = cfg.plasticity.normalize_pre
                     step = eta * torch.outer(post, pre)
@@ -252,7 +252,7 @@ def reference_lifetime(theta: dict, episode: Episode, cfg: Config) -> LifetimeRe
         else:
             loss = ((out - episode.y_query[m].reshape(out.shape)) ** 2).mean()
         finals.append(W); outputs.append(out); losses.append(loss)
-    fast = {f'W{l}': torch.stack([w[l] for w in finals]) for l in finals[0]}
+    fast = {l: torch.stack([w[l] for w in finals]) for l in finals[0]}
     return LifetimeResult(fast, torch.stack(outputs), torch.stack(losses))
 
 # %% ../nbs/03_lifetime.ipynb #7249cb29

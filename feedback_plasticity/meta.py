@@ -4,15 +4,15 @@
 
 # %% ../nbs/05_meta.ipynb #200bb645
 from __future__ import annotations
-import json, time
+import json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import torch
-from .core import (Config, config_to_dict, config_from_dict, get_device, save_checkpoint, load_checkpoint,
+from .core import (Config, config_to_dict, config_from_dict, get_device, save_checkpoint, load_checkpoint, write_text,
                                       rng_state, set_rng_state, CheckpointError, FLPError, ConfigError, check_config, load_latest_checkpoint,
                                       remove_orphans)
-from .feedback import init_theta, parse_name
+from .feedback import Theta, as_theta, init_theta
 from .lifetime import Episode, lifetime, engine_for
 from .rules import rule_of
 from .tasks import make_episode
@@ -20,22 +20,23 @@ from .tasks import make_episode
 # %% auto #0
 __all__ = ['PARAM_GROUPS', 'EXPLODING', 'group_of', 'make_optimizer', 'make_scheduler', 'NonFiniteError', 'check_finite', 'world',
            'average_over_ranks', 'GraphedMetaGradient', 'meta_step', 'Reporter', 'TrainResult', 'held_out_loss',
-           'resumable_part', 'save_state', 'restore_state', 'meta_train', 'plot_training']
+           'resumable_part', 'save_state', 'restore_state', 'meta_train', 'plain_log_ticks', 'plot_training']
 
 # %% ../nbs/05_meta.ipynb #89e2a588
 PARAM_GROUPS = {'weights': ('W', 'b'), 'feedback': ('B', 'c'), 'plasticity': ('eta',), 'strengths': ('s',)}
 
-def group_of(name: str) -> str:
-    "The parameter group of meta-parameter `name` (e.g. 'eta3' → 'plasticity')."
-    kind = parse_name(name)[0]
-    return next(group for group, kinds in PARAM_GROUPS.items() if kind in kinds)   # every kind has a group
+def group_of(kind: str) -> str:
+    "The parameter group of a kind of meta-parameter (e.g. 'eta' → 'plasticity')."
+    group = next((group for group, kinds in PARAM_GROUPS.items() if kind in kinds), None)
+    if group is None: raise ValueError(f"{kind!r} is not a kind of meta-parameter; the kinds are {sum(PARAM_GROUPS.values(), ())}")
+    return group
 
-def make_optimizer(theta: dict, cfg: Config) -> torch.optim.Adam:
+def make_optimizer(theta: Theta, cfg: Config) -> torch.optim.Adam:
     "One Adam over the learned meta-parameters, one parameter group each with its learning rate from `cfg.meta`."
     lrs = {'weights': cfg.meta.lr_weights, 'feedback': cfg.meta.lr_feedback, 'plasticity': cfg.meta.lr_eta, 'strengths': cfg.meta.lr_strength}
     groups = []
     for group in PARAM_GROUPS:
-        params = [v for k, v in theta.items() if v.requires_grad and group_of(k) == group]
+        params = [v for kind, l, v in theta.triples() if v.requires_grad and group_of(kind) == group]
         if params: groups.append({'params': params, 'lr': lrs[group], 'name': group})
     return torch.optim.Adam(groups)
 
@@ -62,10 +63,10 @@ def _worst_entry(name: str, v: torch.Tensor) -> str:
     index = ', '.join(str(int(j)) for j in torch.unravel_index(torch.tensor(flat), v.shape)) if v.dim() else ''
     return f"{name}[{index}] = {v.flatten()[flat].item():.3g}"
 
-def _divergence_advice(theta: dict, step: int) -> str:
+def _divergence_advice(theta: Theta, step: int) -> str:
     "Each parameter group's largest entry, and what to change: plasticity only when some coefficient is nonzero, a meta learning rate only after a meta-step."
     groups = {}
-    for k, v in theta.items(): groups.setdefault(group_of(k), {})[k] = v.detach()
+    for k, v in theta.items(): groups.setdefault(group_of(theta.kind_of(k)), {})[k] = v.detach()
     largest = {g: max(vs, key=lambda k: vs[k].abs().max()) for g, vs in groups.items()}
     where = ', '.join(f"{g} {_worst_entry(k, groups[g][k])}" for g, k in largest.items())
     plastic = any(v.abs().max() > 0 for v in groups.get('plasticity', {}).values())
@@ -74,13 +75,13 @@ def _divergence_advice(theta: dict, step: int) -> str:
     after = "; or, since meta-training moved it here, the meta learning rate of the group that grew (meta.lr_weights, meta.lr_feedback, meta.lr_eta)" if step else ''
     return f"largest entry per group: {where}. To fix: {cause}{after}"
 
-def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | None = None):
+def check_finite(loss: torch.Tensor, theta: Theta, step: int, episode: Episode | None = None):
     "Raise `NonFiniteError` naming the meta-step and the cause: the episode's data, the meta-parameters, a diverged lifetime, or a parameter group whose meta-gradient is non-finite or explodes (its worst entry)."
     if not torch.isfinite(loss).all() or loss.abs().max() > EXPLODING:
         if episode is not None and (broken := _nonfinite(dict(zip(('x', 'y', 'x_query', 'y_query'), episode.tensors())))):
             raise NonFiniteError(f"meta-step {step}: the episode's data holds NaN or infinite values (in {', '.join(broken)}); "
                                  f"the data is broken, not the learner: check the data set or the task's sampler")
-        if broken := _nonfinite({k: v.detach() for k, v in theta.items()}):
+        if broken := _nonfinite(theta.state_dict()):
             raise NonFiniteError(f"meta-step {step}: the meta-parameters hold non-finite values ({', '.join(broken)}); "
                                  f"start from a checkpoint made before they went bad")
         raise NonFiniteError(f"meta-step {step}: the meta-loss is {loss.max().item():.3g}, so a lifetime diverged; " + _divergence_advice(theta, step))
@@ -88,7 +89,7 @@ def check_finite(loss: torch.Tensor, theta: dict, step: int, episode: Episode | 
     for name, v in theta.items():
         if v.grad is None: continue
         worst = v.grad.abs().max()
-        if not torch.isfinite(worst) or worst > EXPLODING: bad.setdefault(group_of(name), []).append(_worst_entry(name, v.grad))
+        if not torch.isfinite(worst) or worst > EXPLODING: bad.setdefault(group_of(theta.kind_of(name)), []).append(_worst_entry(name, v.grad))
     if bad:
         where = '; '.join(f"group {g!r} ({', '.join(entries)})" for g, entries in bad.items())
         raise NonFiniteError(f"meta-step {step}: the meta-gradient is non-finite or exploding (past {EXPLODING:.0e}) in {where}. "
@@ -102,7 +103,7 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
-def average_over_ranks(loss: torch.Tensor, theta: dict) -> torch.Tensor:
+def average_over_ranks(loss: torch.Tensor, theta: Theta) -> torch.Tensor:
     "Replace every meta-gradient, and the meta-loss, by its mean over the ranks (one all-reduce); a no-op in a single process."
     rank, size = world()
     if size == 1: return loss
@@ -119,7 +120,7 @@ def average_over_ranks(loss: torch.Tensor, theta: dict) -> torch.Tensor:
 # %% ../nbs/05_meta.ipynb #2b697ae1
 class GraphedMetaGradient:
     "The meta-gradient of `cfg`'s lifetimes captured once as a CUDA graph: calling it with an episode of the same shapes replays lifetimes, meta-loss and backward, filling `theta`'s `.grad`."
-    def __init__(self, theta: dict, cfg: Config, episode: Episode, warmup: int = 2):
+    def __init__(self, theta: Theta, cfg: Config, episode: Episode, warmup: int = 2):
         if engine_for(cfg).name not in ('autograd', 'checkpointed'):
             raise ConfigError("compute.cuda_graph=True captures the plain autograd backward; set compute.engine=autograd "
                              "(the reversible backward copies from the CPU inside its walk, which a CUDA graph cannot capture)")
@@ -150,7 +151,7 @@ class GraphedMetaGradient:
         return self.loss
 
 # %% ../nbs/05_meta.ipynb #b02cc7be
-def meta_step(theta: dict, optimizer, cfg: Config, episode, step: int, graphed: GraphedMetaGradient | None = None) -> float:
+def meta_step(theta: Theta, optimizer, cfg: Config, episode, step: int, graphed: GraphedMetaGradient | None = None) -> float:
     "One meta-step on `episode`: lifetimes → meta-loss → backward (or the `graphed` replay of both) → (mean over ranks) → finiteness check → (clip) → Adam step. Returns the meta-loss."
     if graphed is not None: loss = graphed(episode)                          # 2-4. replayed: the same kernels, no Python
     else:
@@ -192,7 +193,7 @@ class Reporter:
 @dataclass
 class TrainResult:
     "What `meta_train` returns."
-    theta: dict                                   # the meta-parameters after the last step
+    theta: Theta                                   # the meta-parameters after the last step
     history: list = field(default_factory=list)   # one dict per evaluation: step, meta-loss (running), eval numbers
     step: int = 0                                 # meta-steps done
     seconds: float = 0.0                          # wall time of this call
@@ -221,16 +222,15 @@ def _config_matches(saved: dict, cfg: Config):
                               f"(only meta.steps may change) or start a new run directory")
 
 # %% ../nbs/05_meta.ipynb #1aff28f7
-def save_state(run_dir: Path, cfg: Config, theta: dict, optimizer, scheduler, episodes, history: list, step: int, running) -> None:
+def save_state(run_dir: Path, cfg: Config, theta: Theta, optimizer, scheduler, episodes, history: list, step: int, running) -> None:
     "Write the run's checkpoint (atomically, keeping the previous one as `checkpoint.prev.pt`) and its `history.jsonl`."
-    save_checkpoint(run_dir / 'checkpoint.pt', {'theta': {k: v.detach() for k, v in theta.items()}, 'optimizer': optimizer.state_dict(),
+    save_checkpoint(run_dir / 'checkpoint.pt', {'theta': theta.state_dict(), 'optimizer': optimizer.state_dict(),
                                                 'scheduler': scheduler.state_dict(), 'episode_rng': episodes.get_state(), 'rng': rng_state(),
                                                 'config': config_to_dict(cfg), 'history': history, 'step': step, 'running_loss': running},
                     keep_previous=True)
-    with open(run_dir / 'history.jsonl', 'w') as f:
-        for h in history: f.write(json.dumps(h) + '\n')
+    write_text(run_dir / 'history.jsonl', ''.join(json.dumps(h) + '\n' for h in history))
 
-def restore_state(state: dict, cfg: Config, theta: dict, optimizer, scheduler, episodes) -> tuple:
+def restore_state(state: dict, cfg: Config, theta: Theta, optimizer, scheduler, episodes) -> tuple:
     "Put a checkpoint's state back in place (θ, the optimiser, the schedule, both random generators), after checking that it was made by the same config; returns (history, step, running meta-loss)."
     _config_matches(state['config'], cfg)
     with torch.no_grad():
@@ -251,7 +251,7 @@ def _stopped_at(e: NonFiniteError, ckpt_path: Path | None, last_good: TrainResul
 
 # %% ../nbs/05_meta.ipynb #73acf13b
 def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callable | None = None, progress: bool = True,
-               stop_after: int | None = None, theta: dict | None = None, draw_episode: Callable = make_episode,
+               stop_after: int | None = None, theta: Theta | None = None, draw_episode: Callable = make_episode,
                log: Callable | None = None, log_every_s: float = 10.0) -> TrainResult:
     "Meta-train `cfg`'s learner for `cfg.meta.steps` meta-steps on episodes from `draw_episode(cfg, M, generator, device)`, checkpointing into `run_dir`; `resume` continues from its checkpoint. Without a progress bar, `log` gets a line every `log_every_s` seconds."
     check_config(cfg)
@@ -263,7 +263,7 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
     ckpt_path = run_dir / 'checkpoint.pt' if run_dir is not None else None
     torch.manual_seed(cfg.seed)
     episodes = torch.Generator(device).manual_seed(cfg.seed)
-    theta = theta if theta is not None else init_theta(cfg, torch.Generator().manual_seed(cfg.seed), device)
+    theta = as_theta(theta, cfg) if theta is not None else init_theta(cfg, torch.Generator().manual_seed(cfg.seed), device)
     optimizer = make_optimizer(theta, cfg); scheduler = make_scheduler(optimizer, cfg)
     history, start, running = [], 0, None
     if resume:
@@ -310,13 +310,21 @@ def meta_train(cfg: Config, run_dir=None, resume: bool = False, evaluate: Callab
     return TrainResult(theta, history, end, time.time() - t0)
 
 # %% ../nbs/05_meta.ipynb #fabf29b0
+def plain_log_ticks(ax, axis: str = 'y') -> None:
+    "Tick labels of a log `axis` ('x' or 'y') as plain numbers (1, 10, 100), and 2, 3, 5 times those where the axis spans less than two decades (never 4x10⁰)."
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    lo, hi = getattr(ax, f'get_{axis}lim')()
+    scale = getattr(ax, f'{axis}axis')
+    scale.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+    some = FuncFormatter(lambda v, _: f'{v:g}' if round(v / 10 ** math.floor(math.log10(v) + 1e-9)) in (2, 3, 5) else '')
+    scale.set_minor_formatter(some if hi / lo < 100 else NullFormatter())
+
 def _log_if_wide(ax, axis: str, ratio: float = 20.0):
     "A log scale on `axis` ('x' or 'y') of `ax` if its positive data span more than `ratio`, with plain numbers as tick labels."
-    from matplotlib.ticker import FuncFormatter
     values = [v for line in ax.lines for v in (line.get_xdata() if axis == 'x' else line.get_ydata()) if v == v and v > 0]
     if not values or max(values) / min(values) <= ratio: return
     getattr(ax, f'set_{axis}scale')('log')
-    getattr(ax, f'{axis}axis').set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+    plain_log_ticks(ax, axis)
 
 def _single_evaluation(axes, histories: dict[str, list[dict]]) -> None:
     "Where every history holds one and the same meta-step, there is no curve: x from 0 to past that step, y from 0 (a loss) to past the values, and a note that says so."

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 import torch
 from .core import Config
-from .feedback import Layer, initial_fast, plastic_forward, parse_name
+from .feedback import Layer, Theta, initial_fast, plastic_forward
 from .rules import rule_of, plasticity_coefficients
 from .kernels import fused_forward_steps, fused_backward, release_step_buffers
 
@@ -19,9 +19,9 @@ __all__ = ['scaled_eta', 'decay_of', 'rule_bracket', 'plastic_step', 'plastic_un
            'fused_run_steps', 'reversible_steps']
 
 # %% ../nbs/03a_reversible.ipynb #8852f2aa
-def scaled_eta(theta: dict, layer: Layer, cfg: Config) -> torch.Tensor:
+def scaled_eta(theta: Theta, layer: Layer, cfg: Config) -> torch.Tensor:
     "$\\bar\\eta_\\ell = \\kappa_\\ell\\,\\eta_\\ell$: the plasticity coefficients with the hidden multiplier applied."
-    eta = theta[f'eta{layer.index}']
+    eta = theta.eta[layer.index]
     return eta if layer.output else cfg.plasticity.hidden_multiplier * eta
 
 def decay_of(post: torch.Tensor) -> torch.Tensor:
@@ -73,23 +73,24 @@ def plastic_vjp(G: torch.Tensor, W: torch.Tensor, R: torch.Tensor, pre: torch.Te
     return G - d * E, G * R, d_pre, d_post
 
 # %% ../nbs/03a_reversible.ipynb #d4c7ebe4
-def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
-                          d_posts: dict, names: list) -> tuple[dict, dict, dict]:
-    "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `names`, $\\partial\\mathcal L/\\partial W_\\ell)$."
+def posts_vjp_by_autograd(rule, theta: Theta, W: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config,
+                          d_posts: dict, keys: list) -> tuple[dict, dict, dict]:
+    "Backward of `rule.posts` by autograd on one step's small graph (for rules without a closed form): $(\\partial\\mathcal L/\\partial a_\\ell$, $\\partial\\mathcal L/\\partial\\theta$ for `keys` `[(kind, l)]`, $\\partial\\mathcal L/\\partial W_\\ell)$."
     first = min(acts)
     with torch.enable_grad():
         leaves = {l: a.detach().requires_grad_() for l, a in acts.items() if l != first}
-        meta = {k: theta[k].detach().requires_grad_() for k in names}
+        meta = {k: theta.entries[k].detach().requires_grad_() for k in keys}
         fast = {l: w.detach().requires_grad_() for l, w in W.items()}
-        posts = rule.posts({**theta, **meta}, {f'W{l}': w for l, w in fast.items()}, {first: acts[first], **leaves}, y, layers, cfg)
+        leafy = Theta((kind, l, meta.get((kind, l), v)) for kind, l, v in theta.triples())
+        posts = rule.posts(leafy, fast, {first: acts[first], **leaves}, y, layers, cfg)
     graphed = [l for l in d_posts if posts[l].requires_grad]
     if not graphed: return {}, {k: torch.zeros_like(v) for k, v in meta.items()}, {}
     inputs = [*leaves.values(), *meta.values(), *fast.values()]
     grads = torch.autograd.grad([posts[l] for l in graphed], inputs, [d_posts[l] for l in graphed], allow_unused=True)
-    keys = [('a', l) for l in leaves] + [('m', k) for k in meta] + [('W', l) for l in fast]
-    found = {key: g for key, g in zip(keys, grads)}
+    tags = [('a', l) for l in leaves] + [('m', k) for k in meta] + [('W', l) for l in fast]
+    found = {tag: g for tag, g in zip(tags, grads)}
     d_acts = {l: g for (kind, l), g in found.items() if kind == 'a' and g is not None}
-    d_meta = {k: (g if g is not None else torch.zeros_like(meta[k])) for (kind, k), g in found.items() if kind == 'm'}
+    d_meta = {k: found['m', k] if found['m', k] is not None else torch.zeros_like(v) for k, v in meta.items()}
     d_fast = {l: g for (kind, l), g in found.items() if kind == 'W' and g is not None}
     return d_acts, d_meta, d_fast
 
@@ -98,7 +99,7 @@ def posts_vjp_by_autograd(rule, theta: dict, W: dict, acts: dict, y: torch.Tenso
 @dataclass(frozen=True)
 class StepSetting:
     "What every step of one walk shares: θ (detached), the layers, the config, each plastic layer's η̄ (`k_eta`), the index `first` of the walk's input $h$ (the frozen layers' output), and whether ∂L/∂h is wanted."
-    theta: dict
+    theta: Theta
     layers: tuple
     cfg: Config
     k_eta: dict
@@ -111,9 +112,8 @@ class StepSetting:
 
 def forward_step(s: StepSetting, W: dict, h: torch.Tensor, y: torch.Tensor, eta_row_max: dict) -> tuple:
     "One plastic step of every layer on the represented minibatch `h` `(M, b, n)`: (new `W` `{l: (M, n_out, n_in)}`, activities, postsynaptic terms, $\\max|\\bar\\eta\\odot d|$ or None); `eta_row_max` holds each row's largest $|\\bar\\eta|$."
-    fast = {f'W{l}': w for l, w in W.items()}
-    acts = plastic_forward(s.theta, fast, h, list(s.layers))
-    posts = rule_of(s.cfg).posts(s.theta, fast, acts, y, list(s.layers), s.cfg)
+    acts = plastic_forward(s.theta, W, h, list(s.layers))
+    posts = rule_of(s.cfg).posts(s.theta, W, acts, y, list(s.layers), s.cfg)
     new = {l: plastic_step(w, acts[l - 1], posts[l], s.k_eta[l], s.oja) for l, w in W.items()}
     # the largest |η̄ ⊙ d| of the step, which decides whether undoing it is safe (Oja)
     largest = torch.stack([(eta_row_max[l] * decay_of(posts[l])).amax() for l in W]).amax() if s.oja else None
@@ -145,13 +145,13 @@ def rule_backward(s: StepSetting, layer: Layer, W: dict, G: dict, d_eta: dict, p
     if l in d_eta: d_eta[l] = d_eta[l] + eta_sum(GR, d_eta[l])
     return d_pre, d_post
 
-def posts_backward(s: StepSetting, W: dict, G: dict, earlier: dict, y_earlier: torch.Tensor, d_posts: dict, names: list) -> tuple:
-    "(3) The postsynaptic terms' backward of step τ-1: (∂L/∂a of step τ-1 through them, ∂L/∂ of the feedback meta-parameters `names`); what reaches the fast weights (SGD) is added to `G`."
+def posts_backward(s: StepSetting, W: dict, G: dict, earlier: dict, y_earlier: torch.Tensor, d_posts: dict, keys: list) -> tuple:
+    "(3) The postsynaptic terms' backward of step τ-1: (∂L/∂a of step τ-1 through them, `{(kind, l): ∂L/∂θ}` for the feedback meta-parameters `keys`); what reaches the fast weights (SGD) is added to `G`."
     rule, layers = rule_of(s.cfg), list(s.layers)
     if rule.posts_vjp is not None: return rule.posts_vjp(s.theta, earlier, y_earlier, layers, s.cfg, d_posts)
     if rule.fast_vjp is not None:                                          # posts of the fast weights, no meta-parameters (SGD)
         (from_posts, d_fast), d_meta = rule.fast_vjp(W, earlier, y_earlier, layers, s.cfg, d_posts), {}
-    else: from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, s.theta, W, earlier, y_earlier, layers, s.cfg, d_posts, names)
+    else: from_posts, d_meta, d_fast = posts_vjp_by_autograd(rule, s.theta, W, earlier, y_earlier, layers, s.cfg, d_posts, keys)
     for l, g in d_fast.items(): G[l] = G[l] + g
     return from_posts, d_meta
 
@@ -180,7 +180,7 @@ class _Walk:
     "What `ReversibleSteps` needs besides tensors."
     cfg: Config
     layers: tuple
-    names: tuple             # names of the meta-parameters passed as tensors, in order
+    keys: tuple              # (kind, l) of the meta-parameters passed as tensors, in order
     every: int               # keep W at every `every`-th step
     safe: float              # undo a step only if max |η̄ ⊙ d| <= safe; else replay its chunk
     fused: bool              # the steps on the fused C++ kernels (the kernels notebook)
@@ -188,13 +188,13 @@ class _Walk:
 def walk_forward(ctx, walk: _Walk, h: torch.Tensor, y: torch.Tensor, values: tuple) -> tuple:
     "`ReversibleSteps.forward`: the $T$ steps without a graph, keeping what the walk back needs in `ctx`; returns the final $W_\\ell(T)$."
     cfg, layers = walk.cfg, list(walk.layers)
-    theta, plastic = dict(zip(walk.names, values)), [layer for layer in layers if layer.plastic]
+    theta, plastic = Theta.zip(walk.keys, values), [layer for layer in layers if layer.plastic]
     fused = walk.fused
     k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
     if fused: k_eta = _full(k_eta, plastic)
     # largest |η̄| of each row, once per lifetime: it bounds |η̄ ⊙ d| at every step
     row_max = {l: e.abs().amax(-1, keepdim=True) if e.dim() else e.abs() for l, e in k_eta.items()}
-    W = _initial(theta, layers, h.shape[0])                                     # (M, n_out, n_in) each
+    W = initial_fast(theta, layers, h.shape[0])                                 # (M, n_out, n_in) each
     if fused: W = _owned(W)                                                     # the kernels change W in place
     if fused: W, boundaries, acts_seq, posts_seq, largest = fused_forward_steps(theta, W, h, y, layers, cfg, k_eta, row_max, walk.every)   # all T steps, W in place
     else:
@@ -212,11 +212,11 @@ def walk_forward(ctx, walk: _Walk, h: torch.Tensor, y: torch.Tensor, values: tup
 
 
 # %% ../nbs/03a_reversible.ipynb #0a467a92
-def _zero_sums(theta: dict, names: tuple, needs: dict, plastic_ids, k_eta: dict, fused: bool) -> dict:
+def _zero_sums(theta: Theta, keys: tuple, needs: dict, plastic_ids, k_eta: dict, fused: bool) -> dict:
     "The walk's running sums, at zero: ∂L/∂η̄ (full `(n_out, n_in)` on the kernels), ∂L/∂b, and ∂L/∂ of the postsynaptic terms' meta-parameters (B, c, s)."
-    return {'eta': {l: torch.zeros_like(k_eta[l] if fused else theta[f'eta{l}']) for l in plastic_ids if needs[f'eta{l}']},
-            'b': {l: torch.zeros_like(theta[f'b{l}']) for l in plastic_ids if needs[f'b{l}']},
-            'feedback': {k: torch.zeros_like(theta[k]) for k in names if needs[k] and parse_name(k)[0] in ('B', 'c', 's')}}
+    return {'eta': {l: torch.zeros_like(k_eta[l] if fused else theta.eta[l]) for l in plastic_ids if needs['eta', l]},
+            'b': {l: torch.zeros_like(theta.b[l]) for l in plastic_ids if needs['b', l]},
+            'feedback': {(kind, l): torch.zeros_like(theta.entries[kind, l]) for kind, l in keys if needs[kind, l] and kind in ('B', 'c', 's')}}
 
 def replay_chunk(s: StepSetting, boundary: dict, h: torch.Tensor, acts_seq: list, posts_seq: list, start: int, end: int) -> list:
     "W(τ) for τ = `start` .. `end`-1 of a chunk that is replayed rather than undone, from its boundary W(`start`) (the eager walk; the fused one replays on the kernels)."
@@ -232,14 +232,14 @@ def replay_chunk(s: StepSetting, boundary: dict, h: torch.Tensor, acts_seq: list
 def walk_back(ctx, grad_finals: tuple) -> tuple:
     "`ReversibleSteps.backward`: the walk from $\\partial\\mathcal L/\\partial W(T)$ back to $W(0)$; returns the gradients of `forward`'s inputs."
     walk = ctx.walk
-    cfg, layers, names, every, fused = walk.cfg, list(walk.layers), walk.names, walk.every, walk.fused
+    cfg, layers, keys, every, fused = walk.cfg, list(walk.layers), walk.keys, walk.every, walk.fused
     if ctx.acts_seq is None:
         raise RuntimeError("ReversibleSteps: this lifetime's backward has already run, and its buffers went to other lifetimes; "
                            "run the lifetime again (or use compute.engine=autograd) to backpropagate through it twice")
     h, y, *saved = ctx.saved_tensors
-    h, values, finals = h.detach(), saved[:len(names)], saved[len(names):]
-    needs, plastic, T = dict(zip(names, ctx.needs_input_grad[3:])), [layer for layer in layers if layer.plastic], h.shape[1]
-    theta = {k: v.detach() for k, v in zip(names, values)}
+    h, values, finals = h.detach(), saved[:len(keys)], saved[len(keys):]
+    needs, plastic, T = dict(zip(keys, ctx.needs_input_grad[3:])), [layer for layer in layers if layer.plastic], h.shape[1]
+    theta = Theta.zip(keys, [v.detach() for v in values])
     k_eta = {layer.index: scaled_eta(theta, layer, cfg) for layer in plastic}
     if fused: k_eta = _full(k_eta, plastic)
     s = StepSetting(theta, tuple(layers), cfg, k_eta, plastic[0].index - 1, ctx.needs_input_grad[1])
@@ -247,7 +247,7 @@ def walk_back(ctx, grad_finals: tuple) -> tuple:
     G = {layer.index: (g if g is not None else torch.zeros_like(w)) for layer, g, w in zip(plastic, grad_finals, finals)}
     W = {layer.index: w for layer, w in zip(plastic, finals)}
     if fused: G, W = _owned(G), _owned(W)                                       # the kernels change them in place
-    sums = _zero_sums(theta, names, needs, W, k_eta, fused)
+    sums = _zero_sums(theta, keys, needs, W, k_eta, fused)
     span = fused_backward(theta, layers, cfg, k_eta) if fused else None        # on the kernels, a chunk per call
     d_h = torch.zeros_like(h) if s.need_h else None
     acts_at = lambda t: {s.first: h[:, t], **ctx.acts_seq[t]}                  # a_{n_frozen}..a_L of step t
@@ -273,13 +273,13 @@ def walk_back(ctx, grad_finals: tuple) -> tuple:
         if d_h_tau is not None: d_h[:, tau] = d_h_tau
         tau -= 1
     if fused:
-        sums['eta'] = {l: eta_sum(g[None], theta[f'eta{l}']) for l, g in sums['eta'].items()}   # summed to η's shape
+        sums['eta'] = {l: eta_sum(g[None], theta.eta[l]) for l, g in sums['eta'].items()}   # summed to η's shape
         release_step_buffers(ctx.acts_seq, ctx.posts_seq)                            # the forward's buffers, for later lifetimes
         ctx.acts_seq = ctx.posts_seq = None
-    grads = {f'W{l}': G[l].sum(0) for l in W}                                   # W(0) is θ's W for every lifetime
-    grads.update({f'eta{l}': g * (1.0 if l == layers[-1].index else cfg.plasticity.hidden_multiplier) for l, g in sums['eta'].items()})
-    grads.update({f'b{l}': g for l, g in sums['b'].items()}); grads.update(sums['feedback'])
-    return (None, d_h, None, *(grads.get(k) if needs[k] else None for k in names))
+    grads = {('W', l): G[l].sum(0) for l in W}                                  # W(0) is θ's W for every lifetime
+    grads.update({('eta', l): g * (1.0 if l == layers[-1].index else cfg.plasticity.hidden_multiplier) for l, g in sums['eta'].items()})
+    grads.update({('b', l): g for l, g in sums['b'].items()}); grads.update(sums['feedback'])
+    return (None, d_h, None, *(grads.get(k) if needs[k] else None for k in keys))
 
 
 # %% ../nbs/03a_reversible.ipynb #0bd3e9d1
@@ -302,33 +302,28 @@ def _full(k_eta: dict, plastic: list[Layer]) -> dict:
     "Each layer's $\\bar\\eta$ as a full contiguous `(n_out, n_in)` tensor (per neuron or per layer, broadcast)."
     return {layer.index: k_eta[layer.index].expand(layer.weight_shape).contiguous() for layer in plastic}
 
-def with_coefficients(theta: dict, layers: list[Layer], cfg: Config) -> dict:
+def with_coefficients(theta: Theta, layers: list[Layer], cfg: Config) -> Theta:
     "$\\theta$ with each plastic layer's stored η replaced by its coefficient (`plasticity_coefficient`: bounded by `eta_bound`), what the walk and the kernels take; autograd carries the meta-gradient back through the bound."
     if cfg.plasticity.eta_bound <= 0: return theta
-    return {**theta, **{f'eta{l}': eta for l, eta in plasticity_coefficients(theta, layers, cfg).items()}}
+    return theta.replace(eta=plasticity_coefficients(theta, layers, cfg))
 
-def fused_run_steps(theta: dict, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
+def fused_run_steps(theta: Theta, fast: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                     observe: Callable | None = None, start: int = 0) -> dict:
     "The lifetime notebook's `run_steps` without a graph, on the fused kernels: each layer's step is one pass over its weights, in buffers of its own; `observe` gets copies."
     plastic, theta = [layer for layer in layers if layer.plastic], with_coefficients(theta, layers, cfg)
     k_eta = _full({layer.index: scaled_eta(theta, layer, cfg).detach() for layer in plastic}, plastic)   # η̄, full (n_out, n_in)
     row_max = {l: e.abs().amax(-1, keepdim=True) for l, e in k_eta.items()}
-    W = _owned({layer.index: fast[f'W{layer.index}'] for layer in plastic})
-    W = fused_forward_steps(theta, W, h, y, layers, cfg, k_eta, row_max, observe=observe, start=start)[0]   # W changes in place
-    return {f'W{l}': w for l, w in W.items()}
+    W = _owned({layer.index: fast[layer.index] for layer in plastic})
+    return fused_forward_steps(theta, W, h, y, layers, cfg, k_eta, row_max, observe=observe, start=start)[0]   # W changes in place
 
-def _initial(theta: dict, layers: list[Layer], M: int) -> dict[int, torch.Tensor]:
-    "`initial_fast`, keyed by layer index."
-    return {parse_name(k)[1]: w for k, w in initial_fast(theta, layers, M).items()}
-
-def reversible_steps(theta: dict, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
+def reversible_steps(theta: Theta, h: torch.Tensor, y: torch.Tensor, layers: list[Layer], cfg: Config,
                      every: int = 50, safe: float = 0.05, fused: bool = False) -> dict:
     "All $T$ steps of $M$ lifetimes with the reversible backward (`ReversibleSteps`; its steps on the fused kernels if `fused`); returns the final fast weights."
     plastic, theta = [layer for layer in layers if layer.plastic], with_coefficients(theta, layers, cfg)
     indices = {layer.index for layer in plastic}
     # the meta-parameters of the plastic layers: W(0), b, η (its coefficient), and B, c, s of the feedback pathways
-    used = [k for k in theta if parse_name(k)[1] in indices]
+    used = [(kind, l) for kind, l, _ in theta.triples() if l in indices]
     walk = _Walk(cfg, tuple(layers), tuple(used), every, safe, fused)
-    finals = ReversibleSteps.apply(walk, h, y, *(theta[k] for k in used))
-    return {f'W{layer.index}': w for layer, w in zip(plastic, finals)}
+    finals = ReversibleSteps.apply(walk, h, y, *(theta.entries[k] for k in used))
+    return {layer.index: w for layer, w in zip(plastic, finals)}
 

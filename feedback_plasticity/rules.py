@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from .core import Config, ConfigError
-from .feedback import Layer, feedback_posts, feedback_posts_vjp, target_of
+from .feedback import Layer, Theta, feedback_posts, feedback_posts_vjp, target_of
 
 # %% auto #0
 __all__ = ['RULES', 'hebb', 'oja', 'task_loss', 'output_descent_direction', 'gradient_posts', 'gradient_posts_vjp',
@@ -46,7 +46,7 @@ def output_descent_direction(y_hat: torch.Tensor, y: torch.Tensor, task: str) ->
     # -dL/dy_hat = 2 (y - y_hat) / (b n_out)
     return 2 * (target_of(y, y_hat, task) - y_hat) / (b * n_out)                      # (M, b, n_out)
 
-def gradient_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
+def gradient_posts(theta: Theta, fast: dict, acts: dict, y: torch.Tensor, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
     "Backprop's postsynaptic terms $-\\partial\\mathcal L/\\partial z_\\ell$ for every plastic layer (uses $W^\\top$: weight transport)."
     plastic = [layer for layer in layers if layer.plastic]
     L = layers[-1].index
@@ -54,7 +54,7 @@ def gradient_posts(theta: dict, fast: dict, acts: dict, y: torch.Tensor, layers:
     for layer in reversed(plastic[:-1]):
         l = layer.index
         # a~_l = (a~_{l+1} W_{l+1}) ⊙ φ'(z_l)
-        carried = torch.einsum('mbo,moi->mbi', posts[l + 1], fast[f'W{l + 1}'])        # (M, b, n_l)
+        carried = torch.einsum('mbo,moi->mbi', posts[l + 1], fast[l + 1])        # (M, b, n_l)
         posts[l] = carried * (acts[l] > 0).to(carried.dtype)
     return posts
 
@@ -64,7 +64,7 @@ def gradient_posts_vjp(W: dict, acts: dict, y: torch.Tensor, layers: list[Layer]
     "Backward of `gradient_posts` (fast weights `W` `{l: (M, n_out, n_in)}`) for $\\bar{\\tilde a}_\\ell$ = `d_posts`: returns `({L: ∂L/∂ŷ}, {l: ∂L/∂W_l})` (no graph)."
     plastic = [layer for layer in layers if layer.plastic]
     L, task = layers[-1].index, cfg.signal.task
-    posts = gradient_posts({}, {f'W{l}': w for l, w in W.items()}, acts, y, layers, cfg)   # the forward again (it reads no θ)
+    posts = gradient_posts(Theta(), W, acts, y, layers, cfg)   # the forward again (it reads no θ)
     d_p = {l: g.clone() for l, g in d_posts.items()}
     d_W = {}
     for layer in plastic[:-1]:                                                           # bottom up
@@ -111,7 +111,7 @@ class Rule:
     "A plasticity rule: the source of its postsynaptic terms and its update $(W, pre, post, \\eta) \\to \\Delta W$."
     posts: Callable      # (theta, fast, acts, y, layers, cfg) -> {l: post_l}
     delta: Callable      # (W, pre, post, eta) -> ΔW
-    posts_vjp: Callable | None = None  # (theta, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {name: ∂L/∂θ}); None: use autograd
+    posts_vjp: Callable | None = None  # (theta, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {(kind, l): ∂L/∂θ}); None: use autograd
     fast_vjp: Callable | None = None   # for posts that read the fast weights: (W, acts, y, layers, cfg, d_posts) -> ({l: ∂L/∂a_l}, {l: ∂L/∂W_l})
     stable_delta: Callable | None = None   # ΔW under `plasticity.normalize_pre` (None: `delta`)
 
@@ -127,9 +127,9 @@ def rule_of(cfg: Config) -> Rule:
         raise ConfigError(f"plasticity.rule={cfg.plasticity.rule!r} is not a rule; choose one of {', '.join(RULES)} (or add one to RULES)")
     return RULES[cfg.plasticity.rule]
 
-def plasticity_coefficients(theta: dict, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
+def plasticity_coefficients(theta: Theta, layers: list[Layer], cfg: Config) -> dict[int, torch.Tensor]:
     "$\\eta_\\ell$ of every plastic layer, from $\\theta$ (computed once per lifetime, not at every step)."
-    return {layer.index: plasticity_coefficient(theta[f'eta{layer.index}'], cfg) for layer in layers if layer.plastic}
+    return {layer.index: plasticity_coefficient(theta.eta[layer.index], cfg) for layer in layers if layer.plastic}
 
 def weight_change(cfg: Config, layer: Layer, W: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     "$\\Delta W_\\ell$ of plastic `layer` under `cfg`'s rule for plasticity coefficients `eta`, with multiplier and normalisation applied."

@@ -204,6 +204,7 @@ from feedback_plasticity.core import preset, override, save_checkpoint, Checkpoi
 from feedback_plasticity.meta import meta_train, check_finite, NonFiniteError
 from feedback_plasticity.tasks import make_episode
 from feedback_plasticity.lifetime import Episode
+from feedback_plasticity.feedback import Theta
 
 SMALL = override(preset('tiny'), **{'meta.steps': 2, 'meta.eval_every': 0, 'meta.checkpoint_every': 1, 'device': 'cpu'})
 
@@ -224,7 +225,7 @@ def test_an_exploding_meta_gradient_names_the_step_the_group_and_its_largest_ent
     for k in start: assert torch.equal(theta[k].detach(), start[k].detach()), k
 
 def test_an_exploding_gradient_in_one_group_is_named_there():
-    theta = {'W1': torch.zeros(4, 3, requires_grad=True), 'eta1': torch.zeros(4, 3, requires_grad=True)}
+    theta = Theta([('W', 1, torch.zeros(4, 3, requires_grad=True)), ('eta', 1, torch.zeros(4, 3, requires_grad=True))])
     theta['W1'].grad = torch.ones(4, 3); theta['W1'].grad[2, 1] = -1e27; theta['eta1'].grad = torch.full((4, 3), 0.5)
     with pytest.raises(NonFiniteError) as caught: check_finite(torch.tensor(0.7), theta, step=7)
     assert str(caught.value).startswith("meta-step 7: the meta-gradient is non-finite or exploding (past 1e+18) in group 'weights' (W1[2, 1] = -1e+27)")
