@@ -13,6 +13,7 @@ from .core import TaskConfig, get_dtype, load_checkpoint, config_from_dict, fini
 from .feedback import build_layers, initial_fast, plastic_forward
 from .rules import task_loss, plasticity_coefficients
 from .lifetime import Episode, inner_step
+from .meta import save_figure
 from .tasks import make_episode, class_episode, task_classes
 from .continual import (Learner, mean_ci, task_losses, frozen_features, with_outputs, with_output_reset,
                                            sgd_variant, with_learning_rate, stream_loss, class_stream_loss)
@@ -395,8 +396,7 @@ def analyze_run(run_dir, n_runs: int = 20, batch: int = 10, log=print, command: 
         'forgetting': {n: c.tolist() for n, c in analysis.forgetting.items()},
         'learned': {n: m.tolist() for n, m in analysis.learned.items()}, 'signs': SIGNS,
         'flp_minus_gradient_harm': flp_vs_grad}), indent=1, allow_nan=False))
-    import matplotlib.pyplot as plt
-    fig = plot_analysis(analysis, unit, title=f"{run_dir.name}: {analysis.protocol}"); fig.savefig(out / 'updates.png', dpi=110); plt.close(fig)
+    save_figure(plot_analysis(analysis, unit, title=f"{run_dir.name}: {analysis.protocol}"), out / 'updates.png', tight=False)
     log(summary)
     return analysis
 
@@ -417,11 +417,8 @@ def load_analysis(path) -> UpdateAnalysis:
 
 def redraw_analysis(run_dir) -> Path:
     "Redraw `analysis/updates.png` of a run analysed by `analyze_run` from its analysis.json with the current `plot_analysis`; returns its path."
-    import matplotlib.pyplot as plt
     run_dir = Path(run_dir)
     analysis = load_analysis(run_dir / 'analysis' / 'analysis.json')
     sine = json.loads((run_dir / 'config.json').read_text())['config']['task']['name'] == 'sine'
     fig = plot_analysis(analysis, 'MSE' if sine else 'cross-entropy', title=f"{run_dir.name}: {analysis.protocol}")
-    path = run_dir / 'analysis' / 'updates.png'
-    fig.savefig(path, dpi=110); plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / 'analysis' / 'updates.png', tight=False)

@@ -14,7 +14,7 @@ from .core import Config, TaskConfig, override, get_device, get_dtype, finite_or
 from .feedback import Theta, as_theta, build_layers, init_theta, represent, initial_fast, plastic_forward
 from .rules import task_loss, eta_parameter
 from .lifetime import engine_for
-from .meta import plain_log_ticks
+from .meta import plain_log_ticks, save_figure
 from .tasks import make_episode, class_episode, pretraining_batch
 
 # %% auto #0
@@ -474,7 +474,6 @@ def results_title(task: str, label: str | None, steps: int, runs: int) -> str:
 
 def redraw_results(run_dir, label: str | None = None) -> Path:
     "Redraw a finished run's results figure (`sine_results.png`, `omniglot_results.png`) and a sine run's results.md table from its results.json with the current plots, evaluating nothing; `label` (default: the preset, from command.txt) goes in the title. Returns its path."
-    import matplotlib.pyplot as plt
     run_dir = Path(run_dir)
     results = json.loads((run_dir / 'results.json').read_text())
     experiment = results['experiment']
@@ -489,5 +488,5 @@ def redraw_results(run_dir, label: str | None = None) -> Path:
         write_text(run_dir / 'results.md', summary_table(results['results'], reference=reference) + '\n')   # its table, by today's rules
     else:                                                                           # classification: OML's protocol, as the run drew it
         fig, path = plot_class_summary(results['oml_protocol'], experiment['stream_pool'], title), run_dir / f'{cfg.task.name}_results.png'
-    fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
+    save_figure(fig, path)
     return path

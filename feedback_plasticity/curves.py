@@ -12,7 +12,7 @@ import torch
 from .core import (override, config_from_dict, get_device, save_checkpoint, load_checkpoint, write_text,
                                       CheckpointError, ConfigError, RunDirError, strict_json)
 from .feedback import Theta, as_theta, init_theta
-from .meta import meta_train, NonFiniteError, plain_log_ticks
+from .meta import meta_train, NonFiniteError, plain_log_ticks, save_figure
 from .continual import (Learner, without_plasticity, evaluate_stream, mean_ci, pretrain, stream_loss,
                                            evaluate_classes, class_stream_loss, zero_predictor_mse, divergence, _note)
 from .experiments import (SineExperiment, ClassificationExperiment, sine_preset, classification_preset,
@@ -305,7 +305,7 @@ def _curve_panel(ax, results: dict, rows: list[tuple], column: str, color_of: di
         m = _values([by_step[s][column] for s in steps], 'mean'); ci = _values([by_step[s][column] for s in steps], 'ci95').nan_to_num(0.0)
         for s in steps:                                                          # an evaluation that diverged has no value: marked at the top
             if by_step[s][column].get('diverged'):
-                ax.plot([s], [0.975], marker='v', ms=8, color=color_of[learner_id], transform=ax.get_xaxis_transform(), clip_on=False); marked = True
+                ax.plot([s], [0.975], marker='v', ms=6, color=color_of[learner_id], transform=ax.get_xaxis_transform(), clip_on=False); marked = True
         if not torch.isfinite(m).any(): continue                                 # e.g. a diverged evaluation: said in words instead
         style = dict(color=color_of[learner_id], linestyle='--' if 'plasticity off' in name else '-')
         ax.plot(steps, m, marker='o', ms=3.5, **style); drawn.add(name); longest = max(longest, int(torch.isfinite(m).sum()))
@@ -357,7 +357,7 @@ def plot_curve(results: dict, title: str):
         if results['kind'] == 'sine': plain_log_ticks(ax)
     handles = [Line2D([], [], color=color_of[i], linestyle='--' if 'plasticity off' in n else '-', marker='o', ms=3.5,
                       label=_curve_label(results, i, n, by_step, drawn)) for i, n, by_step in rows]
-    if marked: handles.append(Line2D([], [], color='0.35', marker='v', ms=7, linestyle='none', label='evaluation diverged at that milestone (see curve.md)'))
+    if marked: handles.append(Line2D([], [], color='0.35', marker='v', ms=6, linestyle='none', label='evaluation diverged at that milestone (see curve.md)'))
     if results['kind'] == 'sine' or chance:
         handles.append(Line2D([], [], color='0.35', linestyle=':', linewidth=1.5, label='predicting 0' if results['kind'] == 'sine' else 'chance'))
     labels = [h.get_label() for h in handles]
@@ -408,12 +408,11 @@ def _curve_title(run_dir: Path, exp, results: dict) -> str:
 
 def write_curve_figures(run_dir, exp, results: dict) -> list[Path]:
     "`curve.png` and (sine) `per_task.png` in `run_dir`, drawn from the evaluated `results` alone; their paths."
-    import matplotlib.pyplot as plt
     run_dir = Path(run_dir); title = _curve_title(run_dir, exp, results)
-    fig = plot_curve(results, title); fig.savefig(run_dir / 'curve.png', dpi=120); plt.close(fig)
+    save_figure(plot_curve(results, title), run_dir / 'curve.png', dpi=120, tight=False)
     if results['kind'] != 'sine': return [run_dir / 'curve.png']
     fig = plot_per_task(results, f"What is forgotten after a continual stream of {exp.config.task.n_tasks} functions\n{title}")
-    fig.savefig(run_dir / 'per_task.png', dpi=120, bbox_inches='tight'); plt.close(fig)
+    save_figure(fig, run_dir / 'per_task.png', dpi=120)
     return [run_dir / 'curve.png', run_dir / 'per_task.png']
 
 def write_curve_report(run_dir, exp, results: dict) -> None:

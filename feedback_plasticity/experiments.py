@@ -13,7 +13,7 @@ from .core import (Config, override, preset, config_to_dict, config_from_dict, g
 from .feedback import init_theta
 from .rules import rule_of
 from .lifetime import engine_for
-from .meta import meta_train, NonFiniteError, resumable_part, world, plot_training, Reporter
+from .meta import meta_train, NonFiniteError, resumable_part, world, plot_training, save_figure, Reporter
 from .continual import (Learner, without_plasticity, evaluate_stream, sgd_variant, search_learning_rate, pretrain,
                                            results_table, results_dict, plot_results, stream_loss, evaluate_classes, class_stream_loss,
                                            class_results_table, class_results_dict, plot_class_results, zero_predictor_mse, learner_colors, results_title)
@@ -25,7 +25,7 @@ __all__ = ['SINE_LEARNERS', 'AUTHORS_LEARNERS', 'ABLATIONS', 'LEARNER_NAMES', 'N
            'training_episodes', 'training_config', 'search_and_record', 'make_learner', 'train_learner', 'run_sine',
            'open_run_dir', 'check_run_dir', 'check_experiment', 'check_data', 'provenance', 'diverged_learners',
            'training_histories', 'diverged_steps', 'missing_curves', 'plot_no_curves', 'save_training_figure',
-           'save_figure', 'for_each_learner', 'ablation_preset', 'ClassificationExperiment', 'classification_preset',
+           'for_each_learner', 'ablation_preset', 'ClassificationExperiment', 'classification_preset',
            'omniglot_preset', 'miniimagenet_preset', 'run_classification']
 
 # %% ../nbs/07_experiments.ipynb #54d0a55d
@@ -387,12 +387,6 @@ def save_training_figure(run_dir, learner_ids, title: str, diverged_at: dict[str
     if notes: fig.text(0.01, 0.0, '\n'.join(f"No curve for {name}: {why}" for name, why in notes.items()), ha='left', va='top',
                        fontsize=9.5, linespacing=1.5)
     return save_figure(fig, path)
-
-def save_figure(fig, path) -> Path:
-    "Write `fig` to `path` and close it."
-    import matplotlib.pyplot as plt
-    fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
-    return Path(path)
 
 
 # %% ../nbs/07_experiments.ipynb #4ff81d2c

@@ -20,7 +20,8 @@ from .tasks import make_episode
 # %% auto #0
 __all__ = ['PARAM_GROUPS', 'EXPLODING', 'group_of', 'make_optimizer', 'make_scheduler', 'NonFiniteError', 'check_finite', 'world',
            'average_over_ranks', 'GraphedMetaGradient', 'meta_step', 'Reporter', 'TrainResult', 'held_out_loss',
-           'resumable_part', 'save_state', 'restore_state', 'meta_train', 'plain_log_ticks', 'plot_training']
+           'resumable_part', 'save_state', 'restore_state', 'meta_train', 'plain_log_ticks', 'plot_training',
+           'save_figure']
 
 # %% ../nbs/05_meta.ipynb #89e2a588
 PARAM_GROUPS = {'weights': ('W', 'b'), 'feedback': ('B', 'c'), 'plasticity': ('eta',), 'strengths': ('s',)}
@@ -360,3 +361,9 @@ def plot_training(histories: dict[str, list[dict]], title: str = '', colors: dic
     if histories: fig.legend(loc='center left', bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title or 'meta-training'); fig.tight_layout()
     return fig
+
+def save_figure(fig, path, dpi: int = 110, tight: bool = True) -> Path:
+    "Write `fig` to `path` (trimmed to its contents if `tight`) and close it: how every figure of a run folder is written."
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=dpi, bbox_inches='tight' if tight else None); plt.close(fig)
+    return Path(path)

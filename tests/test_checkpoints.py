@@ -59,3 +59,16 @@ def test_committed_runs_of_earlier_versions_still_load():
         if 'fused' in old: assert exp.config.compute.engine == ('fused' if old['fused'] else 'reversible' if old['lifetime_backward'] == 'reversible' else 'autograd')
         engines[path.parent.name] = exp.config.compute.engine
     assert engines['sine-20k'] == 'fused' and engines['omniglot-40k'] == 'autograd', engines
+
+def test_every_committed_checkpoint_loads_as_its_learners_theta():
+    "Run folders made before θ became a `Theta` (issue 19) still load: every committed checkpoint and snapshot is a state dict that `as_theta` matches to its learner's config."
+    from pathlib import Path
+    from feedback_plasticity.curves import _experiment
+    from feedback_plasticity.experiments import learner_config
+    from feedback_plasticity.continual import Learner
+    paths = sorted(Path(__file__).parent.parent.glob('results/*/learners/*/*.pt'))
+    assert len(paths) >= 20, paths
+    for path in paths:
+        exp, _ = _experiment(path.parents[2])
+        learner = Learner(path.parent.name, learner_config(exp, path.parent.name), load_checkpoint(path)['theta'])
+        assert len(learner.theta.W) == len(learner.cfg.net.dense_widths) + len(learner.cfg.net.conv_channels), path
