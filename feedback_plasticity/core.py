@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #543a27a9
 from __future__ import annotations
-import json, math, os, random, tempfile
+import json, math, os, random, tempfile, time
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 from typing import Callable, Literal, get_args, get_origin, get_type_hints
@@ -435,9 +435,10 @@ def load_latest_checkpoint(path, map_location='cpu', log=print) -> dict:
             + (f"; the damaged file is kept as {path.name}.damaged" if path.with_name(path.name + '.damaged').exists() else ''))
         return state
 
-def remove_orphans(folder) -> list[Path]:
-    "Delete the temporary files that a save killed mid-write left in `folder` (`atomic_write` names them `<file>.<random>.tmp`); return them."
-    orphans = [p for p in Path(folder).glob('*.*.tmp') if p.is_file()] if Path(folder).is_dir() else []
+def remove_orphans(folder, of: str = '*', older_than_s: float = 0.0) -> list[Path]:
+    "Delete the temporary files that a save killed mid-write left in `folder` (`atomic_write` names them `<file>.<random>.tmp`), of the file `of` (default: any) and older than `older_than_s` (a folder other processes write to: leave their saves in progress alone); return them."
+    now = time.time()
+    orphans = [p for p in Path(folder).glob(f'{of}.*.tmp') if p.is_file() and now - p.stat().st_mtime >= older_than_s] if Path(folder).is_dir() else []
     for p in orphans: p.unlink()
     return orphans
 

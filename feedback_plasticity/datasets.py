@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from .core import save_checkpoint, load_checkpoint, CheckpointError, FLPError, ConfigError
+from .core import save_checkpoint, load_checkpoint, remove_orphans, CheckpointError, FLPError, ConfigError
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'CACHE_FORMAT', 'OMNIGLOT_URL', 'OMNIGLOT_MD5', 'OMNIGLOT_SMALL', 'OMNIGLOT_PARTS',
@@ -164,6 +164,7 @@ def cached_classes(path,                           # the cache file
         except (CheckpointError, KeyError, TypeError, ValueError, IndexError) as e:
             warnings.warn(f"the image cache {path} is damaged ({type(e).__name__}); decoding the images again to rebuild it")
     classes = build()
+    remove_orphans(path.parent, of=path.name, older_than_s=3600)                    # what a killed save of this cache left (not a running one's)
     try: save_checkpoint(path, _classes_to_state(classes, fingerprint))
     except OSError as e:
         warnings.warn(f"could not write the image cache {path} ({e}); the images will be decoded again next time; "
