@@ -160,9 +160,9 @@ def _stats(values: torch.Tensor, reference: float | None = None) -> dict:
     m, ci = mean_ci(values)
     return {'mean': m, 'ci95': ci}
 
-def _sine_cells(exp, learner_id: str, learner: Learner) -> dict:
-    "Every sine cell of one snapshot: {learner name: {order: stats, 'per_task': [stats per function]}}."
-    seed, out, search, zero = exp.config.seed + 12345, {}, None, zero_predictor_mse(exp)
+def _sine_cells(exp, learner_id: str, learner: Learner, zero: float) -> dict:
+    "Every sine cell of one snapshot: {learner name: {order: stats, 'per_task': [stats per function]}}; `zero`: the zero predictor's MSE, against which a loss diverges."
+    seed, out, search = exp.config.seed + 12345, {}, None
     if learner_id == 'pretrain_sgd':
         learner, search = search_and_record(learner, exp.lr_grid, stream_loss(exp.search_runs, 'continual', seed=exp.config.seed + 999), lambda _: None)
     variants = [learner] + ([without_plasticity(learner)] if learner.cfg.plasticity.rule != 'sgd' else [])
@@ -210,7 +210,8 @@ def evaluate_curve(run_dir, log: Callable = print) -> dict:
     results = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     results.update({'kind': spec['kind'], 'milestones': spec['milestones'], 'eval_runs': exp.eval_runs})
     cells, diverged = results.setdefault('cells', {}), results.setdefault('diverged', {})
-    evaluate = _sine_cells if spec['kind'] == 'sine' else _classification_cells
+    zero = zero_predictor_mse(exp) if spec['kind'] == 'sine' else None               # once per evaluation, not per snapshot
+    evaluate = (lambda *a: _sine_cells(*a, zero)) if spec['kind'] == 'sine' else _classification_cells
     for learner_id in spec['learners']:
         cfg = override(learner_config(exp, learner_id), **{'task.iid_unit': exp.config.task.iid_unit})   # one protocol for all
         for step, path in snapshots(run_dir, learner_id).items():
@@ -222,7 +223,7 @@ def evaluate_curve(run_dir, log: Callable = print) -> dict:
             write_text(cache_path, strict_json(results, indent=1))
         stopped = run_dir / 'learners' / learner_id / 'diverged.json'
         if stopped.exists(): diverged[learner_id] = json.loads(stopped.read_text())
-    if spec['kind'] == 'sine': results['zero_predictor_mse'] = zero_predictor_mse(exp)
+    if zero is not None: results['zero_predictor_mse'] = zero
     results['plasticity'] = {i: plasticity_along(run_dir, exp, i) for i in spec['learners'] if learner_config(exp, i).plasticity.rule != 'sgd'}
     write_text(cache_path, strict_json(results, indent=1))
     write_curve_report(run_dir, exp, results)
